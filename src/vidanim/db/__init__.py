@@ -1,0 +1,1 @@
+"""Database access: migrations, an embedded PostgreSQL, connections."""

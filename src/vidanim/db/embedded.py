@@ -1,0 +1,150 @@
+"""A throwaway PostgreSQL cluster from the local binaries.
+
+The embedded default of `make demo` and of the tests where no Docker engine
+answers and no TEST_DATABASE_URL is given. PostgreSQL refuses to run as root, so
+as root the cluster is created and started as the ``postgres`` system user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+# Settings for a disposable cluster: durability buys nothing when the data dies
+# with the process, and turning it off makes CREATE DATABASE and commits fast.
+THROWAWAY_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("listen_addresses", "127.0.0.1"),
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("max_connections", "300"),
+    ("shared_buffers", "128MB"),
+)
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The local PostgreSQL could not be found, created or started."""
+
+
+def find_bindir() -> Path:
+    """The directory holding initdb, pg_ctl and postgres.
+
+    Looks at VIDANIM_PG_BINDIR, then `pg_config --bindir`, then Debian's
+    /usr/lib/postgresql/<version>/bin (newest first), then PATH.
+    """
+    candidates: list[Path] = []
+    if env := os.environ.get("VIDANIM_PG_BINDIR"):
+        candidates.append(Path(env))
+    if pg_config := shutil.which("pg_config"):
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()))
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    )
+    candidates.extend(Path(p) for p in versions)
+    if initdb := shutil.which("initdb"):
+        candidates.append(Path(initdb).parent)
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
+    raise EmbeddedPostgresError(
+        "no PostgreSQL server binaries found (initdb, pg_ctl): install PostgreSQL 15+ "
+        "(Debian: apt-get install postgresql), set VIDANIM_PG_BINDIR, or give a database URL"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in a temporary directory, removed on stop.
+
+    >>> with EmbeddedPostgres() as pg:
+    ...     pg.dsn()
+    'postgresql://postgres@127.0.0.1:54321/postgres'
+    """
+
+    bindir: Path = field(default_factory=find_bindir)
+    base_dir: Path | None = None
+    port: int = field(default_factory=_free_port)
+    _owned_dir: bool = field(default=False, init=False)
+    _started: bool = field(default=False, init=False)
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.base_dir is not None
+        return self.base_dir / "data"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            log = self.base_dir / "postgres.log" if self.base_dir else None
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise EmbeddedPostgresError(
+                f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+                + (f"\n{tail}" if tail else "")
+            )
+
+    def start(self) -> EmbeddedPostgres:
+        if self.base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="vidanim-pg-"))
+            self._owned_dir = True
+        if os.geteuid() == 0:
+            try:
+                pg_user = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise EmbeddedPostgresError(
+                    "running as root needs a 'postgres' system user to own the cluster "
+                    "(PostgreSQL refuses to run as root)"
+                ) from exc
+            os.chown(self.base_dir, pg_user.pw_uid, pg_user.pw_gid)
+        os.chmod(self.base_dir, 0o700)
+        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--locale=C", "--no-sync")
+        options = " ".join(f"-c {k}={v}" for k, v in THROWAWAY_SETTINGS)
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
+                  "-l", str(self.base_dir / "postgres.log"),
+                  "-o", f"-p {self.port} -k {self.base_dir} {options}", "start")
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        if self._started:
+            try:
+                self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+            finally:
+                self._started = False
+        if self._owned_dir and self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

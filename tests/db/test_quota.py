@@ -129,7 +129,8 @@ def test_reset_video_quota_gives_today_back_and_leaves_other_days(conn):
         "select used from public.video_quota_usage where user_id = %s and day = vidanim_private.video_quota_day() - 3", (alice,)
     ).fetchone()
     assert old == (4,)
-    service(conn, "select public.reset_video_quota(%s, vidanim_private.video_quota_day() - 3)", (alice,))
+    three_days_ago = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+    service(conn, "select public.reset_video_quota(%s, %s)", (alice, three_days_ago))
     assert usage(conn, alice) == 1
 
 

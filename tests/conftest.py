@@ -67,9 +67,7 @@ def templates(pg_admin_dsn: str) -> dict[str, str]:
 def _clone(pg_admin_dsn: str, template: str) -> str:
     name = f"vidanim_t{next(_counter)}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template))
-        )
+        admin.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template)))
     return name
 
 

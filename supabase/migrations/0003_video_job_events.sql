@@ -7,7 +7,8 @@
 create table if not exists public.video_job_events (
   id bigint generated always as identity primary key,
   job_id uuid not null references public.video_jobs (id) on delete cascade,
-  user_id uuid not null references auth.users (id) on delete cascade,
+  -- a copy of the job's owner for RLS; consistent through the job's own foreign key
+  user_id uuid not null,
   status text not null,
   provider text,
   provider_status text,
@@ -19,7 +20,6 @@ comment on table public.video_job_events is
   'Timeline of each video job, written by trigger only; readable by the job''s owner.';
 
 create index if not exists video_job_events_job_idx on public.video_job_events (job_id, id);
-create index if not exists video_job_events_user_idx on public.video_job_events (user_id);
 
 alter table public.video_job_events enable row level security;
 

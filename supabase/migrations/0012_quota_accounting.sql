@@ -5,11 +5,13 @@
 -- read them from one place.
 create or replace function vidanim_private.video_quota_day()
 returns date
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select (now() at time zone 'utc')::date
+begin
+  return (now() at time zone 'utc')::date;
+end
 $$;
 
 comment on function vidanim_private.video_quota_day() is

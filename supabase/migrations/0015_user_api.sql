@@ -46,19 +46,33 @@ declare
   v_uid uuid := vidanim_private.require_user();
   v_options jsonb := coalesce(p_options, '{}'::jsonb);
   v_job public.video_jobs;
-  v_quota record;
-  v_day date := vidanim_private.video_quota_day();
+  -- the UTC day being charged (vidanim_private.video_quota_day(), inlined: hot path)
+  v_day date := (now() at time zone 'utc')::date;
+  v_daily_limit integer;
+  v_max_active integer;
+  v_active integer;
+  v_used integer;
+  v_resets_at timestamptz;
 begin
   perform vidanim_private.check_video_request(
     v_uid, p_input_image_path, p_prompt, v_options, p_client_request_id);
 
-  -- Serialize this user's requests on its quota row: the active-job count, the
-  -- daily usage and the client_request_id lookup below are then exact, whatever
-  -- the number of parallel requests. Other users are not blocked.
-  perform 1 from public.video_user_quotas where user_id = v_uid for update;
+  -- Serialize this user's requests on its quota row, reading the effective
+  -- limits in the same statement: the active-job count, the daily usage and the
+  -- client_request_id lookup below are then exact, whatever the number of
+  -- parallel requests. Other users are not blocked.
+  select coalesce(q.daily_limit, d.daily_limit), coalesce(q.max_active_jobs, d.max_active_jobs)
+    into v_daily_limit, v_max_active
+    from public.video_user_quotas q cross join public.video_quota_defaults d
+   where q.user_id = v_uid
+     for update of q;
   if not found then
     insert into public.video_user_quotas (user_id) values (v_uid) on conflict (user_id) do nothing;
-    perform 1 from public.video_user_quotas where user_id = v_uid for update;
+    select coalesce(q.daily_limit, d.daily_limit), coalesce(q.max_active_jobs, d.max_active_jobs)
+      into v_daily_limit, v_max_active
+      from public.video_user_quotas q cross join public.video_quota_defaults d
+     where q.user_id = v_uid
+       for update of q;
   end if;
 
   -- Idempotency: the same client_request_id returns the same job, charged once.
@@ -88,29 +102,36 @@ begin
             hint = 'Upload the image to your own folder of video-inputs first.';
   end if;
 
-  select * into v_quota from vidanim_private.video_quota_status(v_uid);
-
-  if v_quota.active_jobs >= v_quota.max_active_jobs then
+  select count(*) into v_active
+    from public.video_jobs j
+   where j.user_id = v_uid and j.status in ('queued', 'processing');
+  if v_active >= v_max_active then
     raise exception 'too many active video jobs: % of % allowed are queued or processing',
-        v_quota.active_jobs, v_quota.max_active_jobs
+        v_active, v_max_active
       using errcode = 'PT429',
-            detail = json_build_object('reason', 'active_jobs', 'limit', v_quota.max_active_jobs,
-                                       'active', v_quota.active_jobs)::text,
+            detail = json_build_object('reason', 'active_jobs', 'limit', v_max_active,
+                                       'active', v_active)::text,
             hint = 'Wait for a job to finish or cancel one.';
   end if;
 
-  if v_quota.used >= v_quota.daily_limit then
-    raise exception 'daily video quota of % reached; it resets at %', v_quota.daily_limit,
-        to_char(v_quota.resets_at at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+  -- Charge one unit unless the day is used up (exact: we hold the user's lock).
+  v_used := null;
+  if v_daily_limit > 0 then
+    insert into public.video_quota_usage as u (user_id, day, used)
+    values (v_uid, v_day, 1)
+    on conflict (user_id, day) do update set used = u.used + 1 where u.used < v_daily_limit
+    returning u.used into v_used;
+  end if;
+  if v_used is null then
+    v_resets_at := (v_day + 1)::timestamp at time zone 'utc';
+    select u.used into v_used from public.video_quota_usage u where u.user_id = v_uid and u.day = v_day;
+    raise exception 'daily video quota of % reached; it resets at %', v_daily_limit,
+        to_char(v_resets_at at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
       using errcode = 'PT429',
-            detail = json_build_object('reason', 'daily_quota', 'limit', v_quota.daily_limit,
-                                       'used', v_quota.used, 'resets_at', v_quota.resets_at)::text,
+            detail = json_build_object('reason', 'daily_quota', 'limit', v_daily_limit,
+                                       'used', coalesce(v_used, 0), 'resets_at', v_resets_at)::text,
             hint = 'Try again after the reset.';
   end if;
-
-  insert into public.video_quota_usage (user_id, day, used)
-  values (v_uid, v_day, 1)
-  on conflict (user_id, day) do update set used = public.video_quota_usage.used + 1;
 
   insert into public.video_jobs (user_id, input_image_path, prompt, options, client_request_id, quota_day)
   values (v_uid, p_input_image_path, p_prompt, v_options, p_client_request_id, v_day)
@@ -133,12 +154,17 @@ create or replace function public.request_video_animation(
   p_client_request_id text default null
 )
 returns public.video_jobs
-language sql
+language plpgsql
 security invoker
 set search_path = ''
 as $$
-  select * from vidanim_private.request_video_animation(
-    p_input_image_path, p_prompt, p_options, p_client_request_id)
+declare
+  v_job public.video_jobs;
+begin
+  v_job := vidanim_private.request_video_animation(
+    p_input_image_path, p_prompt, p_options, p_client_request_id);
+  return v_job;
+end
 $$;
 
 comment on function public.request_video_animation(text, text, jsonb, text) is
@@ -194,11 +220,16 @@ grant execute on function vidanim_private.cancel_video_job(uuid) to authenticate
 
 create or replace function public.cancel_video_job(p_job_id uuid)
 returns public.video_jobs
-language sql
+language plpgsql
 security invoker
 set search_path = ''
 as $$
-  select * from vidanim_private.cancel_video_job(p_job_id)
+declare
+  v_job public.video_jobs;
+begin
+  v_job := vidanim_private.cancel_video_job(p_job_id);
+  return v_job;
+end
 $$;
 
 comment on function public.cancel_video_job(uuid) is

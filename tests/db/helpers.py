@@ -66,8 +66,13 @@ def claim(conn: psycopg.Connection[Any], worker: str, limit: int = 10, lease: in
 
 def update_status(conn: psycopg.Connection[Any], job_id: uuid.UUID, status: str, **kw: Any) -> dict[str, Any]:
     params = {
-        "p_provider": None, "p_provider_task_id": None, "p_provider_status": None,
-        "p_output_video_path": None, "p_error_code": None, "p_error_message": None, "p_worker_id": None,
+        "p_provider": None,
+        "p_provider_task_id": None,
+        "p_provider_status": None,
+        "p_output_video_path": None,
+        "p_error_code": None,
+        "p_error_message": None,
+        "p_worker_id": None,
     }
     params.update({f"p_{k}": v for k, v in kw.items()})
     rows = service(

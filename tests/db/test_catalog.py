@@ -14,8 +14,14 @@ OUR_SCHEMAS = ("public", "vidanim_private")
 
 USER_API = {"request_video_animation", "get_video_quota", "cancel_video_job"}
 SERVICE_API = {
-    "service_update_video_job_status", "claim_video_jobs", "renew_video_job_leases", "release_video_jobs",
-    "schedule_video_job_retry", "reset_video_quota", "set_video_quota_limits", "set_video_quota_defaults",
+    "service_update_video_job_status",
+    "claim_video_jobs",
+    "renew_video_job_leases",
+    "release_video_jobs",
+    "schedule_video_job_retry",
+    "reset_video_quota",
+    "set_video_quota_limits",
+    "set_video_quota_defaults",
 }
 
 FUNCTIONS = """
@@ -46,7 +52,7 @@ def _run_lints(conn):
 def test_every_function_pins_search_path_to_empty(conn):
     funcs = _functions(conn)
     assert funcs
-    unpinned = [f["name"] for f in funcs if "search_path=\"\"" not in (f["config"] or [])]
+    unpinned = [f["name"] for f in funcs if 'search_path=""' not in (f["config"] or [])]
     assert unpinned == []
 
 
@@ -115,33 +121,23 @@ def test_supabase_advisors_find_nothing_at_warn_or_error(conn):
 
 
 BAD_OBJECTS = {
-    "0003_auth_rls_initplan":
-        "create table public.bad (uid uuid); alter table public.bad enable row level security;"
-        " create policy p on public.bad for select using (uid = auth.uid())",
-    "0006_multiple_permissive_policies":
-        "create table public.bad (uid uuid); alter table public.bad enable row level security;"
-        " create policy p1 on public.bad for select to authenticated using (true);"
-        " create policy p2 on public.bad for select to authenticated using (false)",
-    "0007_policy_exists_rls_disabled":
-        "create table public.bad (uid uuid); create policy p on public.bad for select using (false)",
-    "0010_security_definer_view":
-        "create view public.bad as select 1 as x; grant select on public.bad to authenticated",
-    "0011_function_search_path_mutable":
-        "create function public.bad() returns int language sql as 'select 1'",
-    "0013_rls_disabled_in_public":
-        "create table public.bad (x int); grant select on public.bad to anon",
-    "0015_rls_references_user_metadata":
-        "create table public.bad (x int); alter table public.bad enable row level security;"
-        " create policy p on public.bad for select using ((select auth.jwt()) -> 'user_metadata' is null)",
-    "0024_rls_policy_always_true":
-        "create table public.bad (x int); alter table public.bad enable row level security;"
-        " create policy p on public.bad for insert to authenticated with check (true)",
-    "0028_anon_security_definer_function_executable":
-        "create function public.bad() returns int language sql security definer set search_path = ''"
-        " as 'select 1'; grant execute on function public.bad() to anon",
-    "0029_authenticated_security_definer_function_executable":
-        "create function public.bad() returns int language sql security definer set search_path = ''"
-        " as 'select 1'; grant execute on function public.bad() to authenticated",
+    "0003_auth_rls_initplan": "create table public.bad (uid uuid); alter table public.bad enable row level security;"
+    " create policy p on public.bad for select using (uid = auth.uid())",
+    "0006_multiple_permissive_policies": "create table public.bad (uid uuid); alter table public.bad enable row level security;"
+    " create policy p1 on public.bad for select to authenticated using (true);"
+    " create policy p2 on public.bad for select to authenticated using (false)",
+    "0007_policy_exists_rls_disabled": "create table public.bad (uid uuid); create policy p on public.bad for select using (false)",
+    "0010_security_definer_view": "create view public.bad as select 1 as x; grant select on public.bad to authenticated",
+    "0011_function_search_path_mutable": "create function public.bad() returns int language sql as 'select 1'",
+    "0013_rls_disabled_in_public": "create table public.bad (x int); grant select on public.bad to anon",
+    "0015_rls_references_user_metadata": "create table public.bad (x int); alter table public.bad enable row level security;"
+    " create policy p on public.bad for select using ((select auth.jwt()) -> 'user_metadata' is null)",
+    "0024_rls_policy_always_true": "create table public.bad (x int); alter table public.bad enable row level security;"
+    " create policy p on public.bad for insert to authenticated with check (true)",
+    "0028_anon_security_definer_function_executable": "create function public.bad() returns int language sql security definer set search_path = ''"
+    " as 'select 1'; grant execute on function public.bad() to anon",
+    "0029_authenticated_security_definer_function_executable": "create function public.bad() returns int language sql security definer set search_path = ''"
+    " as 'select 1'; grant execute on function public.bad() to authenticated",
 }
 
 

@@ -58,7 +58,7 @@ def test_a_failing_migration_is_rolled_back_and_named(empty_db, tmp_path: Path):
     for m in discover():
         shutil.copy(m.path, tmp_path / m.filename)
     (tmp_path / "9999_broken.sql").write_text("create table public.half_done (id int);\nselect 1/0;\n")
-    with pytest.raises(MigrationError, match="9999_broken.sql"):
+    with pytest.raises(MigrationError, match=r"9999_broken\.sql"):
         migrate(empty_db, directory=tmp_path)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
@@ -73,8 +73,12 @@ def test_migrations_apply_in_order_with_plain_psql(empty_db):
     for path in files:
         result = subprocess.run(
             ["psql", empty_db, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
     with psycopg.connect(empty_db) as conn:
-        assert conn.execute("select to_regprocedure('public.request_video_animation(text,text,jsonb,text)') is not null").fetchone() == (True,)
+        assert conn.execute(
+            "select to_regprocedure('public.request_video_animation(text,text,jsonb,text)') is not null"
+        ).fetchone() == (True,)

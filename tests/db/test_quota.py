@@ -35,7 +35,11 @@ def test_get_video_quota_reports_the_callers_own_figures(conn):
     q = _quota(conn, alice)
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     assert q == {
-        "daily_limit": 7, "used": 1, "remaining": 6, "max_active_jobs": 3, "active_jobs": 1,
+        "daily_limit": 7,
+        "used": 1,
+        "remaining": 6,
+        "max_active_jobs": 3,
+        "active_jobs": 1,
         "resets_at": dt.datetime.combine(tomorrow, dt.time(), tzinfo=dt.UTC),
     }
     assert _quota(conn, bob)["used"] == 2
@@ -119,14 +123,16 @@ def test_reset_video_quota_gives_today_back_and_leaves_other_days(conn):
     path = put_input_image(conn, alice)
     request_job(conn, alice, path)
     conn.execute(
-        "insert into public.video_quota_usage (user_id, day, used) values (%s, vidanim_private.video_quota_day() - 3, 4)", (alice,)
+        "insert into public.video_quota_usage (user_id, day, used) values (%s, vidanim_private.video_quota_day() - 3, 4)",
+        (alice,),
     )
     with raises_sqlstate("PT429"):
         request_job(conn, alice, path)
     service(conn, "select public.reset_video_quota(%s)", (alice,))
     assert request_job(conn, alice, path)["status"] == "queued"
     old = conn.execute(
-        "select used from public.video_quota_usage where user_id = %s and day = vidanim_private.video_quota_day() - 3", (alice,)
+        "select used from public.video_quota_usage where user_id = %s and day = vidanim_private.video_quota_day() - 3",
+        (alice,),
     ).fetchone()
     assert old == (4,)
     three_days_ago = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
@@ -155,10 +161,17 @@ def test_the_refund_goes_to_the_day_that_was_charged(conn):
     job = request_job(conn, alice, put_input_image(conn, alice))
     # Pretend the job was created yesterday: move its charge there.
     conn.execute("alter table public.video_jobs disable trigger video_jobs_enforce_transition")
-    conn.execute("update public.video_jobs set quota_day = vidanim_private.video_quota_day() - 1 where id = %s", (job["id"],))
+    conn.execute(
+        "update public.video_jobs set quota_day = vidanim_private.video_quota_day() - 1 where id = %s", (job["id"],)
+    )
     conn.execute("alter table public.video_jobs enable trigger video_jobs_enforce_transition")
-    conn.execute("update public.video_quota_usage set day = vidanim_private.video_quota_day() - 1 where user_id = %s", (alice,))
-    conn.execute("insert into public.video_quota_usage (user_id, day, used) values (%s, vidanim_private.video_quota_day(), 5)", (alice,))
+    conn.execute(
+        "update public.video_quota_usage set day = vidanim_private.video_quota_day() - 1 where user_id = %s", (alice,)
+    )
+    conn.execute(
+        "insert into public.video_quota_usage (user_id, day, used) values (%s, vidanim_private.video_quota_day(), 5)",
+        (alice,),
+    )
     update_status(conn, job["id"], "failed")
     rows = dict(conn.execute("select day, used from public.video_quota_usage where user_id = %s", (alice,)).fetchall())
     today = dt.datetime.now(dt.UTC).date()
@@ -219,6 +232,7 @@ def test_hundreds_of_parallel_requests_across_users_never_overshoot(modern_db):
     barrier = threading.Barrier(32)
 
     with ConnectionPool(modern_db.dsn, min_size=32, max_size=32, kwargs={"autocommit": True}) as pool:
+
         def worker(chunk: list[uuid.UUID]) -> None:
             with pool.connection() as c:
                 barrier.wait()

@@ -74,11 +74,16 @@ def test_no_api_role_can_write_any_vidanim_table_directly(conn, two_users_with_j
             ("insert into public.video_jobs (user_id, input_image_path) values (%s, 'x/y.png')", (alice,)),
         ],
         "video_job_events": [
-            ("insert into public.video_job_events (job_id, user_id, status) values (%s, %s, 'completed')", (a["id"], alice)),
+            (
+                "insert into public.video_job_events (job_id, user_id, status) values (%s, %s, 'completed')",
+                (a["id"], alice),
+            ),
             ("delete from public.video_job_events where job_id = %s", (a["id"],)),
             ("update public.video_job_events set status = 'completed' where job_id = %s", (a["id"],)),
         ],
-        "video_quota_defaults": [("update public.video_quota_defaults set daily_limit = 100000 where %s::text is not null", (1,))],
+        "video_quota_defaults": [
+            ("update public.video_quota_defaults set daily_limit = 100000 where %s::text is not null", (1,))
+        ],
         "video_user_quotas": [
             ("insert into public.video_user_quotas (user_id, daily_limit) values (%s, 100000)", (alice,)),
             ("update public.video_user_quotas set daily_limit = 100000 where user_id = %s", (alice,)),

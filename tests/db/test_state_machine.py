@@ -18,8 +18,15 @@ def job(conn):
 
 def _processing(conn, job, worker="w1", task="task-1"):
     claim(conn, worker)
-    return update_status(conn, job["id"], "processing", provider="fal", provider_task_id=task,
-                         provider_status="IN_QUEUE", worker_id=worker)
+    return update_status(
+        conn,
+        job["id"],
+        "processing",
+        provider="fal",
+        provider_task_id=task,
+        provider_status="IN_QUEUE",
+        worker_id=worker,
+    )
 
 
 def _output(conn, job):
@@ -69,9 +76,16 @@ def test_illegal_transitions_fail_even_for_a_superuser_update(conn, job, start, 
 
 @pytest.mark.parametrize(
     "column_change",
-    ["user_id = gen_random_uuid()", "input_image_path = 'x/y.png'", "prompt = 'other'",
-     "options = '{\"a\": 1}'", "quota_day = quota_day - 1", "client_request_id = 'forged'",
-     "created_at = now() - interval '1 day'", "quota_refunded_at = now()"],
+    [
+        "user_id = gen_random_uuid()",
+        "input_image_path = 'x/y.png'",
+        "prompt = 'other'",
+        "options = '{\"a\": 1}'",
+        "quota_day = quota_day - 1",
+        "client_request_id = 'forged'",
+        "created_at = now() - interval '1 day'",
+        "quota_refunded_at = now()",
+    ],
 )
 def test_the_request_itself_never_changes(conn, job, column_change):
     with raises_sqlstate("PT409"):
@@ -81,11 +95,13 @@ def test_the_request_itself_never_changes(conn, job, column_change):
 def test_the_full_happy_path_records_a_timeline(conn, job):
     _processing(conn, job)
     update_status(conn, job["id"], "processing", provider_status="IN_PROGRESS", worker_id="w1")
-    done = update_status(conn, job["id"], "completed", output_video_path=_output(conn, job),
-                         provider_status="COMPLETED", worker_id="w1")
+    done = update_status(
+        conn, job["id"], "completed", output_video_path=_output(conn, job), provider_status="COMPLETED", worker_id="w1"
+    )
     assert done["status"] == "completed"
-    assert done["completed_at"] is not None and done["started_at"] is not None
-    assert done["locked_by"] is None and done["locked_until"] is None
+    assert done["completed_at"] is not None
+    assert done["started_at"] is not None
+    assert (done["locked_by"], done["locked_until"]) == (None, None)
     events = conn.execute(
         "select status, provider, provider_status from public.video_job_events where job_id = %s order by id",
         (job["id"],),
@@ -101,7 +117,9 @@ def test_the_full_happy_path_records_a_timeline(conn, job):
 def test_lease_only_changes_leave_the_timeline_alone(conn, job):
     claim(conn, "w1")
     service(conn, "select * from public.renew_video_job_leases('w1', array[%s]::uuid[], 60)", (job["id"],))
-    assert conn.execute("select count(*) from public.video_job_events where job_id = %s", (job["id"],)).fetchone() == (1,)
+    assert conn.execute("select count(*) from public.video_job_events where job_id = %s", (job["id"],)).fetchone() == (
+        1,
+    )
 
 
 def test_updated_at_moves_on_every_update(conn, job):
@@ -190,7 +208,8 @@ def test_a_second_provider_task_never_replaces_the_first(conn, job):
 def test_a_retry_puts_the_job_back_to_queued_with_a_delay_and_no_task(conn, job):
     _processing(conn, job)
     retried = service(
-        conn, "select * from public.schedule_video_job_retry(%s, 'w1', 30, 'provider_5xx', 'fal answered 503')",
+        conn,
+        "select * from public.schedule_video_job_retry(%s, 'w1', 30, 'provider_5xx', 'fal answered 503')",
         (job["id"],),
     )[0]
     assert retried["status"] == "queued"

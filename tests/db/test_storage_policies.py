@@ -32,7 +32,7 @@ def test_both_buckets_are_private_and_typed(conn):
 
 
 def test_migrations_make_a_bucket_private_again(db, conn):
-    from vidanim.db.migrate import discover  # noqa: PLC0415
+    from vidanim.db.migrate import discover
 
     conn.execute("update storage.buckets set public = true")
     (buckets,) = [m for m in discover() if m.name == "storage_buckets"]
@@ -50,8 +50,19 @@ def test_a_user_uploads_into_its_own_folder_of_video_inputs(conn, users):
 
 @pytest.mark.parametrize(
     "name",
-    ["{bob}/cat.png", "cat.png", "{alice}/../{bob}/cat.png", "{alice}/./cat.png", "{alice}//cat.png",
-     "{alice}/cat.gif", "{alice}/cat", "{alice}\\cat.png", "/{alice}/cat.png", "{alice}/..", "../{alice}/x.png"],
+    [
+        "{bob}/cat.png",
+        "cat.png",
+        "{alice}/../{bob}/cat.png",
+        "{alice}/./cat.png",
+        "{alice}//cat.png",
+        "{alice}/cat.gif",
+        "{alice}/cat",
+        "{alice}\\cat.png",
+        "/{alice}/cat.png",
+        "{alice}/..",
+        "../{alice}/x.png",
+    ],
 )
 def test_uploads_outside_the_users_folder_or_with_path_tricks_are_refused(conn, users, name):
     alice, bob = users
@@ -74,7 +85,9 @@ def test_users_read_only_their_own_objects_in_both_buckets(conn, users):
     with as_user(conn, alice) as cur:
         cur.execute("select bucket_id, name from storage.objects order by bucket_id")
         assert [(r["bucket_id"], r["name"]) for r in cur.fetchall()] == [
-            ("video-inputs", f"{alice}/a.png"), ("video-outputs", f"{alice}/j.mp4")]
+            ("video-inputs", f"{alice}/a.png"),
+            ("video-outputs", f"{alice}/j.mp4"),
+        ]
     with as_anon(conn) as cur:
         cur.execute("select count(*) as n from storage.objects")
         assert cur.fetchone() == {"n": 0}

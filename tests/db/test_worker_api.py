@@ -31,9 +31,16 @@ def test_claim_leases_due_jobs_oldest_first(conn):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(("", 1, 60), "worker id"), (("a b", 1, 60), "worker id"), (("w" * 256, 1, 60), "worker id"),
-     ((None, 1, 60), "worker id"), (("w", 0, 60), "p_limit"), (("w", 1001, 60), "p_limit"),
-     (("w", 1, 0), "lease"), (("w", 1, 86401), "lease")],
+    [
+        (("", 1, 60), "worker id"),
+        (("a b", 1, 60), "worker id"),
+        (("w" * 256, 1, 60), "worker id"),
+        ((None, 1, 60), "worker id"),
+        (("w", 0, 60), "p_limit"),
+        (("w", 1001, 60), "p_limit"),
+        (("w", 1, 0), "lease"),
+        (("w", 1, 86401), "lease"),
+    ],
 )
 def test_claim_rejects_bad_arguments(conn, args, message):
     with raises_sqlstate("22023", message):
@@ -60,13 +67,12 @@ def test_renew_extends_held_leases_and_reports_lost_and_canceled_ones(conn):
     a, b, c = _jobs(conn, 3)
     claim(conn, "w1", limit=3, lease=60)
     conn.execute("update public.video_jobs set locked_until = now() - interval '1 s' where id = %s", (b["id"],))
-    conn.execute(
-        "update public.video_jobs set status = 'canceled', completed_at = now() where id = %s", (c["id"],)
-    )
+    conn.execute("update public.video_jobs set status = 'canceled', completed_at = now() where id = %s", (c["id"],))
     rows = {
         r["job_id"]: r
         for r in service(
-            conn, "select * from public.renew_video_job_leases('w1', %s::uuid[], 120)",
+            conn,
+            "select * from public.renew_video_job_leases('w1', %s::uuid[], 120)",
             ([a["id"], b["id"], c["id"], uuid.uuid4()],),
         )
     }

@@ -17,9 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-SET_REQUEST_CONTEXT = (
-    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
-)
+SET_REQUEST_CONTEXT = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
 
 
 def user_claims(user_id: uuid.UUID | str, **extra: Any) -> dict[str, Any]:

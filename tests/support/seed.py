@@ -40,8 +40,6 @@ def put_input_image(conn: psycopg.Connection[Any], user_id: uuid.UUID, name: str
     return path
 
 
-def set_limits(
-    conn: psycopg.Connection[Any], user_id: uuid.UUID, daily: int | None, active: int | None
-) -> None:
+def set_limits(conn: psycopg.Connection[Any], user_id: uuid.UUID, daily: int | None, active: int | None) -> None:
     with as_service(conn) as cur:
         cur.execute("select public.set_video_quota_limits(%s, %s, %s)", (user_id, daily, active))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 
 import httpx
-from collections.abc import Iterator
 
 from vidanim.db.embedded import EmbeddedPostgres
 
@@ -41,7 +41,7 @@ def postgres_server() -> Iterator[str]:
         yield url
         return
     if os.environ.get("VIDANIM_TEST_DOCKER", "auto") != "never" and _docker_answers():
-        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+        from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:15", driver=None) as container:
             yield container.get_connection_url()

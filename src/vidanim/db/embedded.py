@@ -44,12 +44,10 @@ def find_bindir() -> Path:
     if env := os.environ.get("VIDANIM_PG_BINDIR"):
         candidates.append(Path(env))
     if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)  # noqa: S603
         if out.returncode == 0:
             candidates.append(Path(out.stdout.strip()))
-    versions = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
-    )
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
     candidates.extend(Path(p) for p in versions)
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).parent)
@@ -96,7 +94,7 @@ class EmbeddedPostgres:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603 (fixed argv, no shell)
         if result.returncode != 0:
             log = self.base_dir / "postgres.log" if self.base_dir else None
             tail = log.read_text()[-2000:] if log and log.exists() else ""
@@ -119,12 +117,32 @@ class EmbeddedPostgres:
                 ) from exc
             os.chown(self.base_dir, pg_user.pw_uid, pg_user.pw_gid)
         os.chmod(self.base_dir, 0o700)
-        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         options = " ".join(f"-c {k}={v}" for k, v in THROWAWAY_SETTINGS)
-        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
-                  "-l", str(self.base_dir / "postgres.log"),
-                  "-o", f"-p {self.port} -k {self.base_dir} {options}", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.base_dir / "postgres.log"),
+            "-o",
+            f"-p {self.port} -k {self.base_dir} {options}",
+            "start",
+        )
         self._started = True
         return self
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import Any, LiteralString, cast
 
 import psycopg
 
@@ -33,12 +33,15 @@ HISTORY_EXISTS: LiteralString = "select to_regclass('supabase_migrations.schema_
 RECORD_MIGRATION: LiteralString = (
     "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)"
 )
-NEEDS_COMPAT: LiteralString = (
-    "select to_regclass('auth.users') is null or to_regclass('storage.objects') is null"
-)
+NEEDS_COMPAT: LiteralString = "select to_regclass('auth.users') is null or to_regclass('storage.objects') is null"
 # One migrator at a time per database, whatever tool starts it.
 LOCK: LiteralString = "select pg_advisory_lock(hashtext('vidanim.migrate'))"
 UNLOCK: LiteralString = "select pg_advisory_unlock(hashtext('vidanim.migrate'))"
+
+
+def _project_sql(path: Path) -> LiteralString:
+    # SQL files are part of this project, never user input: vouch for them once here.
+    return cast(LiteralString, path.read_text(encoding="utf-8"))  # type: ignore[redundant-cast]
 
 
 class MigrationError(RuntimeError):
@@ -56,8 +59,7 @@ class Migration:
         return self.path.name
 
     def sql(self) -> LiteralString:
-        # Migration files are part of this project, never user input.
-        return cast(LiteralString, self.path.read_text(encoding="utf-8"))
+        return _project_sql(self.path)
 
 
 @dataclass(frozen=True)
@@ -77,27 +79,27 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def _run_file(conn: psycopg.Connection[object], path: Path) -> None:
+def _run_file(conn: psycopg.Connection[tuple[Any, ...]], path: Path) -> None:
     try:
         with conn.transaction():
-            conn.execute(cast(LiteralString, path.read_text(encoding="utf-8")))
+            conn.execute(_project_sql(path))
     except psycopg.Error as exc:
         raise MigrationError(f"{path.name}: {exc.diag.message_primary or exc}") from exc
 
 
-def applied_versions(conn: psycopg.Connection[object]) -> set[str]:
+def applied_versions(conn: psycopg.Connection[tuple[Any, ...]]) -> set[str]:
     row = conn.execute(HISTORY_EXISTS).fetchone()
     if not row or not row[0]:
         return set()
     return {str(r[0]) for r in conn.execute(APPLIED_VERSIONS).fetchall()}
 
 
-def needs_compat(conn: psycopg.Connection[object]) -> bool:
+def needs_compat(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     row = conn.execute(NEEDS_COMPAT).fetchone()
     return bool(row and row[0])
 
 
-def apply_compat(conn: psycopg.Connection[object], *, legacy_grants: bool = False) -> None:
+def apply_compat(conn: psycopg.Connection[tuple[Any, ...]], *, legacy_grants: bool = False) -> None:
     """Make a plain PostgreSQL look like Supabase (roles, auth, storage)."""
     _run_file(conn, compat_dir() / "supabase_compat.sql")
     if legacy_grants:
@@ -105,7 +107,7 @@ def apply_compat(conn: psycopg.Connection[object], *, legacy_grants: bool = Fals
 
 
 @contextmanager
-def _migration_lock(conn: psycopg.Connection[object]) -> Iterator[None]:
+def _migration_lock(conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[None]:
     conn.execute(LOCK)
     try:
         yield

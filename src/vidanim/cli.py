@@ -1,0 +1,112 @@
+"""The `vidanim` command line: thin commands over the package, no business logic."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import psycopg
+import typer
+
+from vidanim.db import checklist
+from vidanim.db.migrate import MigrationError, migrate, status
+from vidanim.settings import DatabaseSettings
+
+app = typer.Typer(
+    help="vidanim: animate a user's image into a video on Supabase.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Apply and inspect the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="VIDANIM_DATABASE_URL",
+        show_envvar=True,
+        help="PostgreSQL URL (direct or session-mode connection).",
+        show_default=False,
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _database_url(value: str | None) -> str:
+    try:
+        return value or DatabaseSettings().require_database_url()
+    except LookupError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@db_app.command("migrate")
+def db_migrate(
+    database_url: DatabaseUrl = None,
+    compat: Annotated[
+        bool | None,
+        typer.Option(
+            "--compat/--no-compat", help="Apply the Supabase compat layer first (default: only on plain PostgreSQL)."
+        ),
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Apply supabase/migrations in order; a no-op when everything is applied."""
+    url = _database_url(database_url)
+    try:
+        result = migrate(url, compat=compat)
+    except MigrationError as exc:
+        raise fail(str(exc)) from None
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot connect to the database: {exc}".strip()) from None
+    if json_out:
+        typer.echo(
+            json.dumps({"compat_applied": result.compat_applied, "applied": [m.filename for m in result.applied]})
+        )
+        return
+    if result.compat_applied:
+        typer.echo("applied the Supabase compatibility layer (plain PostgreSQL)")
+    for m in result.applied:
+        typer.echo(f"applied {m.filename}")
+    if not result.applied:
+        typer.echo("database is up to date")
+
+
+@db_app.command("status")
+def db_status(database_url: DatabaseUrl = None, json_out: JsonOut = False) -> None:
+    """List migrations and run the hardening deployment checklist; exit 1 if anything is missing."""
+    url = _database_url(database_url)
+    try:
+        migrations = status(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            checks = checklist.run(conn)
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot connect to the database: {exc}".strip()) from None
+    pending = [m.filename for m, done in migrations if not done]
+    failing = [c for c in checks if not c.ok]
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "migrations": [{"file": m.filename, "applied": done} for m, done in migrations],
+                    "checks": [{"name": c.name, "ok": c.ok, "error": c.error} for c in checks],
+                }
+            )
+        )
+    else:
+        for m, done in migrations:
+            typer.echo(f"{'applied' if done else 'PENDING':8} {m.filename}")
+        typer.echo("")
+        for c in checks:
+            typer.echo(f"[{'ok' if c.ok else 'MISSING'}] {c.name}" + (f" ({c.error})" if c.error else ""))
+    if pending or failing:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

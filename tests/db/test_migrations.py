@@ -82,3 +82,10 @@ def test_migrations_apply_in_order_with_plain_psql(empty_db):
         assert conn.execute(
             "select to_regprocedure('public.request_video_animation(text,text,jsonb,text)') is not null"
         ).fetchone() == (True,)
+
+
+def test_the_local_seed_applies_after_the_migrations(db, conn):
+    seed = migrations_dir().parent / "seed.sql"
+    conn.execute(seed.read_text())
+    assert conn.execute("select count(*) from auth.users where email like '%@example.test'").fetchone() == (2,)
+    assert conn.execute("select daily_limit, max_active_jobs from public.video_quota_defaults").fetchone() == (100, 10)

@@ -1,0 +1,147 @@
+"""What every provider client offers, and how its errors are classified.
+
+ProviderError
+ ├── TransientProviderError   retry later (timeouts, connection errors, 408/409/
+ │                            429/5xx, X-Fal-Retryable: true); carries Retry-After
+ └── PermanentProviderError   do not retry (other 4xx, moderation, a failed task);
+                              carries a message a user can read
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+# Statuses both SDKs retry (fal-client, runwayml _should_retry) and the providers'
+# docs call transient.
+TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Retry-After longer than this is treated as this: a worker should not sleep for
+# an hour inside one job; the job-level retry takes over.
+MAX_RETRY_AFTER = 120.0
+
+
+class TaskState(enum.StrEnum):
+    """A provider task's state, mapped onto vidanim's job states."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class ProviderError(Exception):
+    """A provider call failed."""
+
+    def __init__(self, message: str, *, code: str = "provider_error", status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status_code = status_code
+
+
+class TransientProviderError(ProviderError):
+    """The call may succeed if repeated later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "provider_unavailable",
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, code=code, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """Repeating the call will not help; `message` is fit for the user."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A task the provider accepted."""
+
+    provider: str
+    task_id: str
+    raw_status: str
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One poll of a task."""
+
+    state: TaskState
+    raw_status: str
+    output_url: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """An image-to-video provider."""
+
+    name: str
+    #: seconds between polls, as the provider recommends
+    poll_interval: float
+
+    async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
+        """Start a task. Raises TransientProviderError or PermanentProviderError."""
+        ...
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """Poll a task; a completed one carries a fresh output URL."""
+        ...
+
+    async def cancel(self, task_id: str) -> None:
+        """Ask the provider to stop (or forget) the task; best effort."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(response: httpx.Response) -> float | None:
+    """Seconds from Retry-After (delta or HTTP date), or retry-after-ms, capped."""
+    if ms := response.headers.get("retry-after-ms"):
+        try:
+            return min(max(float(ms) / 1000, 0.0), MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def classify_transport_error(provider: str, exc: httpx.TransportError) -> TransientProviderError:
+    """Timeouts and connection failures are transient."""
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+    return TransientProviderError(f"{provider} {kind}", code=f"{provider}_unreachable")
+
+
+def error_detail(response: httpx.Response) -> str:
+    """A short, log-safe description of an error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message", "failure"):
+            if key in body:
+                value = body[key]
+                return value if isinstance(value, str) else str(value)[:200]
+    return str(body)[:200]

@@ -1,0 +1,188 @@
+"""fal.ai queue API (https://queue.fal.run): submit, status, result, cancel.
+
+Written against fal's documented HTTP API (../shared/reference/providers.md §1):
+`Authorization: Key <FAL_KEY>`; POST /{model} returns request_id and the status,
+response and cancel URLs, which we follow rather than rebuild; the status endpoint
+answers IN_QUEUE / IN_PROGRESS / COMPLETED, and a failed request still reaches
+COMPLETED, with `error` in the status or an HTTP error from the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+
+from vidanim.providers.base import (
+    TRANSIENT_HTTP,
+    PermanentProviderError,
+    ProviderError,
+    Submission,
+    TaskState,
+    TaskStatus,
+    TransientProviderError,
+    classify_transport_error,
+    error_detail,
+    parse_retry_after,
+)
+
+NAME = "fal"
+
+# fal's raw queue statuses -> job states. COMPLETED needs a look at the result.
+STATUS_MAP: dict[str, TaskState] = {
+    "IN_QUEUE": TaskState.QUEUED,
+    "IN_PROGRESS": TaskState.PROCESSING,
+    "COMPLETED": TaskState.COMPLETED,
+    # Not documented by fal, listed by a third-party schema: map by name.
+    "FAILED": TaskState.FAILED,
+    "CANCELED": TaskState.CANCELED,
+    "CANCELLED": TaskState.CANCELED,
+}
+
+# error_type values fal documents as content or input problems: the user's to fix.
+MODERATION_HINTS = ("content_policy", "moderation", "nsfw", "safety")
+
+
+def classify_response(response: httpx.Response) -> ProviderError | None:
+    """None for success, else the error a non-2xx response means."""
+    if response.is_success:
+        return None
+    detail = error_detail(response)
+    retryable = response.headers.get("x-fal-retryable", "").lower()
+    error_type = response.headers.get("x-fal-error-type", "")
+    if response.status_code == 504 and response.headers.get("x-fal-request-timeout-type") == "user":
+        return PermanentProviderError(
+            "fal did not start the request before its deadline", code="fal_start_timeout", status_code=504
+        )
+    if retryable == "true" or (retryable != "false" and response.status_code in TRANSIENT_HTTP):
+        return TransientProviderError(
+            f"fal answered {response.status_code}: {detail}",
+            code=f"fal_{error_type or response.status_code}",
+            status_code=response.status_code,
+            retry_after=parse_retry_after(response),
+        )
+    if any(h in (detail + error_type).lower() for h in MODERATION_HINTS):
+        return PermanentProviderError(
+            "The image or prompt was rejected by the provider's content policy.",
+            code="content_moderated",
+            status_code=response.status_code,
+        )
+    return PermanentProviderError(
+        f"fal refused the request ({response.status_code}): {detail}",
+        code=f"fal_{response.status_code}",
+        status_code=response.status_code,
+    )
+
+
+class FalProvider:
+    """fal.ai through its queue API."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        model: str,
+        base_url: str = "https://queue.fal.run",
+        poll_interval: float = 3.0,
+        timeout: httpx.Timeout | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.model = model.strip("/")
+        self.base_url = base_url.rstrip("/")
+        self.poll_interval = poll_interval
+        # fal-client's lesson (PR #941): explicit timeouts, or a stalled socket hangs a poll forever.
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": f"Key {key}", "User-Agent": "vidanim"},
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            transport=transport,
+        )
+
+    def _app_base(self) -> str:
+        # Status, result and cancel URLs use only owner/app, without the model's subpath.
+        owner_app = "/".join(self.model.split("/")[:2])
+        return f"{self.base_url}/{owner_app}/requests"
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise classify_transport_error(NAME, exc) from exc
+        if error := classify_response(response):
+            raise error
+        return response
+
+    async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
+        body: dict[str, Any] = {"image_url": image_url, **{k: v for k, v in options.items() if k != "provider"}}
+        if prompt:
+            body["prompt"] = prompt
+        response = await self._request("POST", f"{self.base_url}/{self.model}", json=body)
+        data = response.json()
+        request_id = data.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise TransientProviderError("fal accepted the request without a request_id", code="fal_bad_response")
+        return Submission(provider=NAME, task_id=request_id, raw_status=str(data.get("status") or "IN_QUEUE"))
+
+    async def status(self, task_id: str) -> TaskStatus:
+        response = await self._request("GET", f"{self._app_base()}/{task_id}/status")
+        data = response.json()
+        raw = str(data.get("status", ""))
+        state = STATUS_MAP.get(raw)
+        if state is None:
+            # Unknown status: keep polling, but say so in the timeline.
+            return TaskStatus(TaskState.PROCESSING, raw_status=raw or "UNKNOWN", details=data)
+        if state is TaskState.FAILED:
+            return TaskStatus(state, raw, error="The provider could not make this video.", error_code="fal_failed")
+        if state is not TaskState.COMPLETED:
+            return TaskStatus(state, raw, details={"queue_position": data.get("queue_position")})
+        if data.get("error") or data.get("error_type"):
+            return self._failed(raw, str(data.get("error") or ""), str(data.get("error_type") or ""))
+        return await self._result(task_id, raw)
+
+    def _failed(self, raw: str, error: str, error_type: str) -> TaskStatus:
+        text = f"{error} {error_type}".lower()
+        if any(h in text for h in MODERATION_HINTS) or "422" in text:
+            return TaskStatus(
+                TaskState.FAILED,
+                raw,
+                error="The image or prompt was rejected by the provider's content policy.",
+                error_code="content_moderated",
+            )
+        return TaskStatus(
+            TaskState.FAILED,
+            raw,
+            error="The provider could not make this video.",
+            error_code=f"fal_{error_type or 'failed'}",
+        )
+
+    async def _result(self, task_id: str, raw: str) -> TaskStatus:
+        try:
+            response = await self._request("GET", f"{self._app_base()}/{task_id}")
+        except PermanentProviderError as exc:
+            # The result endpoint answering with an error means the request failed.
+            return self._failed(raw, exc.message, exc.code)
+        data = response.json()
+        video = data.get("video") if isinstance(data, dict) else None
+        if not isinstance(video, dict):
+            video = {}
+        url = video.get("url")
+        if not isinstance(url, str) or not url:
+            return TaskStatus(
+                TaskState.FAILED, raw, error="The provider returned no video.", error_code="fal_no_output"
+            )
+        return TaskStatus(
+            TaskState.COMPLETED,
+            raw,
+            output_url=url,
+            details={"content_type": video.get("content_type"), "file_size": video.get("file_size")},
+        )
+
+    async def cancel(self, task_id: str) -> None:
+        # ALREADY_COMPLETED / NOT_FOUND: nothing left to stop.
+        with contextlib.suppress(PermanentProviderError):
+            await self._request("PUT", f"{self._app_base()}/{task_id}/cancel")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

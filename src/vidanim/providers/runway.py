@@ -1,0 +1,162 @@
+"""Runway's API (https://api.dev.runwayml.com): image_to_video tasks.
+
+Written against Runway's documented HTTP API (../shared/reference/providers.md §2):
+`Authorization: Bearer <secret>` and the required `X-Runway-Version: 2024-11-06`;
+POST /v1/image_to_video returns {"id"}; GET /v1/tasks/{id} answers PENDING,
+THROTTLED, RUNNING, SUCCEEDED (with output URLs that expire in 24-48 h: fetch the
+task again for fresh ones), FAILED (failure, failureCode) or CANCELLED; DELETE
+/v1/tasks/{id} cancels. Runway asks for polls no more often than every 5 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+
+from vidanim.providers.base import (
+    TRANSIENT_HTTP,
+    PermanentProviderError,
+    ProviderError,
+    Submission,
+    TaskState,
+    TaskStatus,
+    TransientProviderError,
+    classify_transport_error,
+    error_detail,
+    parse_retry_after,
+)
+
+NAME = "runway"
+API_VERSION = "2024-11-06"
+MIN_POLL_INTERVAL = 5.0
+
+STATUS_MAP: dict[str, TaskState] = {
+    "PENDING": TaskState.QUEUED,
+    "THROTTLED": TaskState.QUEUED,
+    "RUNNING": TaskState.PROCESSING,
+    "SUCCEEDED": TaskState.COMPLETED,
+    "FAILED": TaskState.FAILED,
+    "CANCELLED": TaskState.CANCELED,
+}
+
+# Options the worker forwards to Runway (camelCase on the wire).
+FORWARDED_OPTIONS = {"model", "ratio", "duration", "seed"}
+
+
+def classify_response(response: httpx.Response) -> ProviderError | None:
+    if response.is_success:
+        return None
+    detail = error_detail(response)
+    should_retry = response.headers.get("x-should-retry", "").lower()
+    if should_retry == "true" or (should_retry != "false" and response.status_code in TRANSIENT_HTTP):
+        return TransientProviderError(
+            f"runway answered {response.status_code}: {detail}",
+            code=f"runway_{response.status_code}",
+            status_code=response.status_code,
+            retry_after=parse_retry_after(response),
+        )
+    return PermanentProviderError(
+        f"runway refused the request ({response.status_code}): {detail}",
+        code=f"runway_{response.status_code}",
+        status_code=response.status_code,
+    )
+
+
+def failure_message(code: str | None) -> str:
+    """Runway says its `failure` text is not for users; ours is, by failure code."""
+    code = code or ""
+    if code.startswith(("SAFETY.", "INPUT_PREPROCESSING.SAFETY")):
+        return "The image or prompt was rejected by the provider's content policy."
+    if code.startswith("INTERNAL.BAD_OUTPUT"):
+        return "The provider could not make a good video from this image; try another image or prompt."
+    return "The provider could not make this video."
+
+
+class RunwayProvider:
+    """Runway image-to-video."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        api_secret: str,
+        model: str = "gen4_turbo",
+        base_url: str = "https://api.dev.runwayml.com",
+        poll_interval: float = 6.0,
+        ratio: str = "1280:720",
+        duration: int = 5,
+        timeout: httpx.Timeout | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        enforce_min_interval: bool = True,
+    ):
+        self.model = model
+        self.ratio = ratio
+        self.duration = duration
+        self.base_url = base_url.rstrip("/")
+        self.poll_interval = max(poll_interval, MIN_POLL_INTERVAL) if enforce_min_interval else poll_interval
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_secret}", "X-Runway-Version": API_VERSION, "User-Agent": "vidanim"},
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            transport=transport,
+        )
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise classify_transport_error(NAME, exc) from exc
+        if error := classify_response(response):
+            raise error
+        return response
+
+    async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "promptImage": image_url,
+            "ratio": self.ratio,
+            "duration": self.duration,
+        }
+        body.update({k: v for k, v in options.items() if k in FORWARDED_OPTIONS})
+        if prompt:
+            body["promptText"] = prompt[:1000]
+        response = await self._request("POST", "/v1/image_to_video", json=body)
+        task_id = response.json().get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise TransientProviderError("runway accepted the task without an id", code="runway_bad_response")
+        return Submission(provider=NAME, task_id=task_id, raw_status="PENDING")
+
+    async def status(self, task_id: str) -> TaskStatus:
+        response = await self._request("GET", f"/v1/tasks/{task_id}")
+        data = response.json()
+        raw = str(data.get("status", ""))
+        state = STATUS_MAP.get(raw)
+        if state is None:
+            return TaskStatus(TaskState.PROCESSING, raw_status=raw or "UNKNOWN", details=data)
+        if state is TaskState.COMPLETED:
+            output = data.get("output") or []
+            url = output[0] if output and isinstance(output[0], str) else None
+            if not url:
+                return TaskStatus(
+                    TaskState.FAILED, raw, error="The provider returned no video.", error_code="runway_no_output"
+                )
+            return TaskStatus(state, raw, output_url=url)
+        if state is TaskState.FAILED:
+            code = data.get("failureCode")
+            return TaskStatus(
+                state,
+                raw,
+                error=failure_message(code),
+                error_code="content_moderated" if "SAFETY" in str(code) else f"runway_{code or 'failed'}",
+            )
+        return TaskStatus(state, raw, details={"progress": data.get("progress")})
+
+    async def cancel(self, task_id: str) -> None:
+        with contextlib.suppress(PermanentProviderError):  # already gone
+            await self._request("DELETE", f"/v1/tasks/{task_id}", headers={"Accept": "*/*"})
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

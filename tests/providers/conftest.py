@@ -41,7 +41,7 @@ async def runway(sim):
 
 
 async def run_to_end(provider, task_id, *, limit=200):
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     seen = []
     for _ in range(limit):

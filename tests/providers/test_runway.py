@@ -77,7 +77,7 @@ async def test_x_should_retry_wins(runway, sim):
 
 
 async def test_missing_version_header_is_refused_by_the_simulator(sim):
-    import httpx  # noqa: PLC0415
+    import httpx
 
     async with httpx.AsyncClient() as client:
         r = await client.post(
@@ -97,7 +97,7 @@ async def test_cancel_deletes_the_task(runway, sim):
 
 
 async def test_polling_a_finished_task_again_replaces_an_expired_url(runway, sim):
-    import httpx  # noqa: PLC0415
+    import httpx
 
     sim.expire_urls_next(1)
     sub = await runway.submit("https://img.example/a.png", None, {})

@@ -108,5 +108,45 @@ def db_status(database_url: DatabaseUrl = None, json_out: JsonOut = False) -> No
         raise typer.Exit(1)
 
 
+@app.command("worker")
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once (VIDANIM_WORKER_CONCURRENCY, default 50).", min=1)
+    ] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit when no job is due or running.")] = False,
+) -> None:
+    """Run the worker: lease jobs, drive fal.ai then Runway, store each video once. SIGTERM stops it cleanly."""
+    import asyncio  # noqa: PLC0415
+
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from vidanim import logs  # noqa: PLC0415
+    from vidanim.settings import Settings  # noqa: PLC0415
+    from vidanim.worker.assemble import ConfigurationError, assembled  # noqa: PLC0415
+
+    try:
+        settings = Settings()
+        if concurrency is not None:
+            settings = settings.model_copy(update={"worker_concurrency": concurrency})
+        settings.require_database_url()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2) from None
+    except LookupError as exc:
+        raise fail(str(exc), 2) from None
+    logs.configure(settings.log_format, settings.log_level)
+
+    async def run() -> None:
+        async with assembled(settings) as app_:
+            await app_.worker.run(until_idle=until_idle)
+
+    try:
+        asyncio.run(run())
+    except ConfigurationError as exc:
+        raise fail(str(exc), 2) from None
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot connect to the database: {exc}".strip()) from None
+
+
 def main() -> None:
     app()

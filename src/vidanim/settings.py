@@ -5,8 +5,17 @@ Every setting, its default and why, is listed in the README.
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class DatabaseSettings(BaseSettings):
@@ -16,10 +25,63 @@ class DatabaseSettings(BaseSettings):
 
     # A direct or session-mode (port 5432) connection as a role that may act as
     # service_role. Supabase's transaction pooler (6543) is not enough for the
-    # worker: it holds leases and session state.
+    # worker: it holds session state (the role) between statements.
     database_url: SecretStr | None = Field(default=None)
 
     def require_database_url(self) -> str:
         if self.database_url is None or not self.database_url.get_secret_value().strip():
             raise LookupError("no database configured: set VIDANIM_DATABASE_URL or pass --database-url")
         return self.database_url.get_secret_value()
+
+
+class Settings(DatabaseSettings):
+    """Everything the worker needs."""
+
+    # worker
+    worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=255, pattern=r"^\S+$")
+    worker_concurrency: int = Field(default=50, ge=1, le=5000)
+    worker_claim_batch: int = Field(default=20, ge=1, le=1000)
+    worker_idle_poll_seconds: float = Field(default=1.0, gt=0)
+    # A lease must outlive a few missed renewals: renewals run every lease / 5.
+    worker_lease_seconds: int = Field(default=300, ge=2, le=86400)
+    worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    worker_db_pool_size: int = Field(default=10, ge=1, le=200)
+    # give up on a provider task after this long, cancel it and fail the job
+    job_deadline_seconds: float = Field(default=1800.0, gt=0)
+    # submission tries per provider before falling back to the next
+    submit_attempts: int = Field(default=3, ge=1, le=20)
+    # job-level (re)submissions before a job fails for good
+    job_max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+    retry_cap_seconds: float = Field(default=300.0, ge=0)
+    # signed URL handed to the provider for the input image
+    input_url_expiry_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    output_max_bytes: int = Field(default=2 * 1024**3, ge=1)
+
+    # providers, in the order they are tried
+    providers: str = Field(default="fal,runway", pattern=r"^(fal|runway)(,(fal|runway))*$")
+    fal_key: SecretStr | None = None
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_model: str = "fal-ai/kling-video/v2.1/standard/image-to-video"
+    fal_poll_seconds: float = Field(default=3.0, gt=0)
+    runway_api_secret: SecretStr | None = None
+    runway_base_url: str = "https://api.dev.runwayml.com"
+    runway_model: str = "gen4_turbo"
+    runway_poll_seconds: float = Field(default=6.0, gt=0)
+    # Runway asks for no more than one poll per 5 s; only the simulator may go faster.
+    runway_enforce_min_poll: bool = True
+    provider_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # storage
+    storage_backend: Literal["local", "supabase"] = "local"
+    local_storage_dir: Path = Path(".vidanim/storage")
+    local_storage_secret: SecretStr | None = None
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+
+    # logs
+    log_format: Literal["kv", "json"] = "kv"
+    log_level: str = "INFO"
+
+    def provider_order(self) -> list[str]:
+        return self.providers.split(",")

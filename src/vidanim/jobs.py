@@ -1,0 +1,46 @@
+"""The job as the worker sees it: a typed view of a `video_jobs` row."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+ACTIVE = ("queued", "processing")
+TERMINAL = ("completed", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: str
+    input_image_path: str
+    prompt: str | None
+    options: dict[str, Any]
+    client_request_id: str | None
+    provider: str | None
+    provider_task_id: str | None
+    provider_status: str | None
+    output_video_path: str | None
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    next_attempt_at: datetime
+    locked_by: str | None
+    locked_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        values: dict[str, Any] = {f.name: row.get(f.name) for f in fields(cls)}
+        return cls(**values)
+
+    @property
+    def output_path(self) -> str:
+        """Where the job's video goes in `video-outputs` (one name per job, ever)."""
+        return f"{self.user_id}/{self.id}.mp4"

@@ -1,0 +1,127 @@
+"""Supabase Storage over its HTTP API, as the service role.
+
+Speaks the REST API storage3 wraps (`{SUPABASE_URL}/storage/v1`, see
+../shared/reference/supabase.md §4), with httpx so an upload body can be an async
+stream straight from the provider's download: a standard upload (`POST
+/object/{bucket}/{path}`) with a raw streamed body and an explicit content type,
+never `x-upsert`, so a second upload of the same job's video is refused instead of
+silently replacing it. Storage answers most errors with HTTP 400 and the real code
+in the body's `statusCode`; that is what we read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from vidanim.storage.base import ObjectExists, ObjectInfo, SignedUrl, StorageError, check_object_name
+
+
+def _status(response: httpx.Response) -> int:
+    """The real status: the body's statusCode when Storage sends one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.status_code
+    if isinstance(body, dict) and str(body.get("statusCode", "")).isdigit():
+        return int(body["statusCode"])
+    return response.status_code
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("message") or body.get("error") or body)[:200] if isinstance(body, dict) else str(body)[:200]
+
+
+class SupabaseStorage:
+    def __init__(
+        self,
+        *,
+        supabase_url: str,
+        service_role_key: str,
+        timeout: httpx.Timeout | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.base_url = supabase_url.rstrip("/") + "/storage/v1"
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {service_role_key}", "apikey": service_role_key},
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0, write=300.0),
+            transport=transport,
+        )
+
+    @staticmethod
+    def _key(bucket: str, path: str) -> str:
+        return f"{quote(bucket, safe='')}/{quote(check_object_name(path), safe='/')}"
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise StorageError(f"storage could not be reached ({type(exc).__name__})", status=503) from exc
+
+    async def info(self, bucket: str, path: str) -> ObjectInfo | None:
+        response = await self._send("GET", f"/object/info/{self._key(bucket, path)}")
+        status = _status(response)
+        if status == 404:
+            return None
+        if not response.is_success or status >= 400:
+            raise StorageError(f"storage info failed ({status}): {_message(response)}", status=status)
+        body = response.json()
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        size = body.get("size", meta.get("size") if meta else None)
+        content_type = body.get("content_type") or (meta.get("mimetype") if meta else None)
+        return ObjectInfo(bucket, path, int(size) if size is not None else None, content_type)
+
+    async def upload(self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str) -> ObjectInfo:
+        size = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in chunks:
+                size += len(chunk)
+                yield chunk
+
+        response = await self._send(
+            "POST",
+            f"/object/{self._key(bucket, path)}",
+            content=counted(),
+            headers={"Content-Type": content_type, "x-upsert": "false", "cache-control": "max-age=3600"},
+        )
+        status = _status(response)
+        if status == 409:
+            raise ObjectExists(f"{bucket}/{path} already exists", status=409)
+        if not response.is_success or status >= 400:
+            raise StorageError(f"storage upload failed ({status}): {_message(response)}", status=status)
+        return ObjectInfo(bucket, path, size, content_type)
+
+    async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:
+        response = await self._send("POST", f"/object/sign/{self._key(bucket, path)}", json={"expiresIn": expires_in})
+        status = _status(response)
+        if not response.is_success or status >= 400:
+            raise StorageError(
+                f"storage could not sign {bucket}/{path} ({status}): {_message(response)}", status=status
+            )
+        signed = response.json().get("signedURL") or response.json().get("signedUrl")
+        if not isinstance(signed, str):
+            raise StorageError("storage answered without a signed URL", status=502)
+        url = signed if signed.startswith("http") else self.base_url + signed
+        return SignedUrl(url=url, expires_at=datetime.now(UTC) + timedelta(seconds=expires_in))
+
+    async def delete(self, bucket: str, paths: list[str]) -> None:
+        for p in paths:
+            check_object_name(p)
+        response = await self._send("DELETE", f"/object/{quote(bucket, safe='')}", json={"prefixes": paths})
+        status = _status(response)
+        if not response.is_success or status >= 400:
+            raise StorageError(f"storage delete failed ({status}): {_message(response)}", status=status)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,1 @@
+"""The worker: leases jobs, drives the providers, stores each video exactly once."""

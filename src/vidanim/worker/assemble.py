@@ -1,0 +1,105 @@
+"""Build a worker from settings: the one place that knows every layer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from vidanim.providers.base import Provider
+from vidanim.providers.fal import FalProvider
+from vidanim.providers.runway import RunwayProvider
+from vidanim.settings import Settings
+from vidanim.storage.base import Storage
+from vidanim.storage.local import LocalStorage
+from vidanim.storage.supabase import SupabaseStorage
+from vidanim.worker.db import ServiceDatabase, open_pool
+from vidanim.worker.pipeline import JobPipeline
+from vidanim.worker.runner import Worker
+
+
+class ConfigurationError(Exception):
+    """The settings cannot make a working worker; the message says what to set."""
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    timeout = httpx.Timeout(settings.provider_timeout_seconds, connect=10.0)
+    providers: dict[str, Provider] = {}
+    for name in settings.provider_order():
+        if name == "fal" and settings.fal_key is not None:
+            providers["fal"] = FalProvider(
+                key=settings.fal_key.get_secret_value(),
+                model=settings.fal_model,
+                base_url=settings.fal_queue_url,
+                poll_interval=settings.fal_poll_seconds,
+                timeout=timeout,
+            )
+        if name == "runway" and settings.runway_api_secret is not None:
+            providers["runway"] = RunwayProvider(
+                api_secret=settings.runway_api_secret.get_secret_value(),
+                model=settings.runway_model,
+                base_url=settings.runway_base_url,
+                poll_interval=settings.runway_poll_seconds,
+                enforce_min_interval=settings.runway_enforce_min_poll,
+                timeout=timeout,
+            )
+    if not providers:
+        raise ConfigurationError("no provider configured: set VIDANIM_FAL_KEY and/or VIDANIM_RUNWAY_API_SECRET")
+    return providers
+
+
+def build_storage(settings: Settings, pool: AsyncConnectionPool[Any]) -> Storage:
+    if settings.storage_backend == "supabase":
+        if not settings.supabase_url or settings.supabase_service_role_key is None:
+            raise ConfigurationError(
+                "storage_backend=supabase needs VIDANIM_SUPABASE_URL and VIDANIM_SUPABASE_SERVICE_ROLE_KEY"
+            )
+        return SupabaseStorage(
+            supabase_url=settings.supabase_url, service_role_key=settings.supabase_service_role_key.get_secret_value()
+        )
+    local = LocalStorage(
+        root=settings.local_storage_dir,
+        pool=pool,
+        signing_secret=settings.local_storage_secret.get_secret_value() if settings.local_storage_secret else None,
+    )
+    local.serve()
+    return local
+
+
+@dataclass
+class WorkerApp:
+    worker: Worker
+    storage: Storage
+    providers: dict[str, Provider]
+    pool: AsyncConnectionPool[Any]
+
+
+@contextlib.asynccontextmanager
+async def assembled(
+    settings: Settings,
+    *,
+    providers: dict[str, Provider] | None = None,
+    storage: Storage | None = None,
+) -> AsyncIterator[WorkerApp]:
+    """A ready worker and everything it holds, closed on exit."""
+    providers = providers if providers is not None else build_providers(settings)
+    pool = open_pool(settings.require_database_url(), size=settings.worker_db_pool_size)
+    await pool.open(wait=True, timeout=30)
+    own_storage = storage is None
+    http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)
+    try:
+        store = storage if storage is not None else build_storage(settings, pool)
+        db = ServiceDatabase(pool)
+        pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http)
+        yield WorkerApp(Worker(settings=settings, db=db, pipeline=pipeline), store, providers, pool)
+    finally:
+        await http.aclose()
+        if own_storage and "store" in locals():
+            await store.aclose()
+        for p in providers.values():
+            await p.aclose()
+        await pool.close()

@@ -1,0 +1,126 @@
+"""The worker's database access: service-role calls into the SQL API, nothing else.
+
+Every connection of the pool switches to `service_role` once, so the worker has
+exactly the rights DESIGN.md gives the service role, whatever login it uses (on
+Supabase: `postgres` over a session-mode or direct connection).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from vidanim.errors import VidanimError, from_sqlstate
+from vidanim.jobs import Job
+
+SET_SERVICE_ROLE: LiteralString = "set role service_role"
+CLAIM: LiteralString = "select * from public.claim_video_jobs(%s, %s, %s)"
+RENEW: LiteralString = "select * from public.renew_video_job_leases(%s, %s, %s)"
+RELEASE: LiteralString = "select public.release_video_jobs(%s, %s) as released"
+RETRY: LiteralString = "select * from public.schedule_video_job_retry(%s, %s, %s, %s, %s)"
+UPDATE_STATUS: LiteralString = """
+    select * from public.service_update_video_job_status(
+        p_job_id => %(job_id)s, p_status => %(status)s, p_provider => %(provider)s,
+        p_provider_task_id => %(provider_task_id)s, p_provider_status => %(provider_status)s,
+        p_output_video_path => %(output_video_path)s, p_error_code => %(error_code)s,
+        p_error_message => %(error_message)s, p_worker_id => %(worker_id)s)
+"""
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    job_id: uuid.UUID
+    status: str
+    held: bool
+
+
+async def _as_service_role(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(SET_SERVICE_ROLE)
+
+
+def open_pool(dsn: str, *, size: int = 10) -> AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]:
+    """A pool whose connections act as service_role (open it with `await pool.open()`)."""
+    return AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        configure=_as_service_role,
+        open=False,
+    )
+
+
+class ServiceDatabase:
+    def __init__(self, pool: AsyncConnectionPool[Any]):
+        self.pool = pool
+
+    async def _rows(self, query: LiteralString, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, params)
+                rows: list[dict[str, Any]] = await cur.fetchall()
+                return rows
+        except psycopg.Error as exc:
+            if exc.sqlstate is None or exc.sqlstate.startswith("08"):
+                raise
+            raise from_sqlstate(
+                exc.sqlstate,
+                exc.diag.message_primary or str(exc),
+                detail=exc.diag.message_detail,
+                hint=exc.diag.message_hint,
+            ) from exc
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: int) -> list[Job]:
+        return [Job.from_row(r) for r in await self._rows(CLAIM, (worker_id, limit, lease_seconds))]
+
+    async def renew(self, worker_id: str, job_ids: list[uuid.UUID], lease_seconds: int) -> list[LeaseState]:
+        rows = await self._rows(RENEW, (worker_id, job_ids, lease_seconds))
+        return [LeaseState(r["job_id"], r["status"], r["lease_held"]) for r in rows]
+
+    async def release(self, worker_id: str, job_ids: list[uuid.UUID]) -> int:
+        rows = await self._rows(RELEASE, (worker_id, job_ids))
+        return int(rows[0]["released"])
+
+    async def schedule_retry(
+        self, job_id: uuid.UUID, worker_id: str, delay: float, error_code: str | None, error_message: str | None
+    ) -> Job:
+        (row,) = await self._rows(RETRY, (job_id, worker_id, delay, error_code, error_message))
+        return Job.from_row(row)
+
+    async def update_status(
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        *,
+        worker_id: str | None,
+        provider: str | None = None,
+        provider_task_id: str | None = None,
+        provider_status: str | None = None,
+        output_video_path: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> Job:
+        (row,) = await self._rows(
+            UPDATE_STATUS,
+            {
+                "job_id": job_id,
+                "status": status,
+                "provider": provider,
+                "provider_task_id": provider_task_id,
+                "provider_status": provider_status,
+                "output_video_path": output_video_path,
+                "error_code": error_code,
+                "error_message": error_message,
+                "worker_id": worker_id,
+            },
+        )
+        return Job.from_row(row)
+
+
+__all__ = ["LeaseState", "ServiceDatabase", "VidanimError", "open_pool"]

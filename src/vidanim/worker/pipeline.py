@@ -1,0 +1,348 @@
+"""One job from lease to stored video: submit once, follow, deliver once.
+
+queued job     -> sign the input image, submit (fal, then Runway), record the
+                  task *before* the first poll; lost lease -> cancel that task
+processing job -> resume polling the task already recorded (a dead worker's)
+completed task -> stream the video into video-outputs/{user}/{job}.mp4 unless
+                  it is already there, then mark the job completed
+failures       -> transient: retry with backoff, then schedule a job retry;
+                  permanent: fail with a message a user can read (refund by trigger)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from vidanim.errors import Conflict, VidanimError
+from vidanim.jobs import Job
+from vidanim.logs import log_event, safe_url
+from vidanim.providers.base import (
+    PermanentProviderError,
+    Provider,
+    ProviderError,
+    Submission,
+    TaskState,
+    TaskStatus,
+    TransientProviderError,
+)
+from vidanim.settings import Settings
+from vidanim.storage.base import ObjectExists, Storage
+from vidanim.worker.backoff import backoff_delay
+from vidanim.worker.db import ServiceDatabase
+from vidanim.worker.transfer import OUTPUT_BUCKET, BadOutput, OutputUnavailable, OutputUrlExpired, copy_video
+
+log = logging.getLogger("vidanim.worker")
+
+INPUT_BUCKET = "video-inputs"
+UNAVAILABLE = "The video providers are not available right now; the job will not be charged. Please try again later."
+TIMED_OUT = "The video took too long to make and was stopped; the job was not charged."
+PROVIDER_CANCELED = "The provider stopped working on this video."
+# Polls slow down by this factor up to twice the provider's cadence.
+POLL_GROWTH = 1.25
+DELIVERY_ATTEMPTS = 4
+
+
+@dataclass
+class JobControl:
+    """Signals from the lease renewer and the worker to one running job."""
+
+    canceled: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def interrupted(self) -> bool:
+        return self.canceled.is_set() or self.lost.is_set() or self.stopping.is_set()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep, waking early if the job is canceled, its lease lost, or the worker stops."""
+        if self.interrupted() or seconds <= 0:
+            return
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self.canceled, self.lost, self.stopping)]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+
+class JobPipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: ServiceDatabase,
+        storage: Storage,
+        providers: dict[str, Provider],
+        http: httpx.AsyncClient,
+    ):
+        self.settings = settings
+        self.db = db
+        self.storage = storage
+        self.providers = providers
+        self.order = [p for p in settings.provider_order() if p in providers]
+        self.http = http
+        self.worker_id = settings.worker_id
+
+    def _fields(self, job: Job, **extra: Any) -> dict[str, Any]:
+        return {"job_id": str(job.id), "user_id": str(job.user_id), "worker_id": self.worker_id, **extra}
+
+    async def run(self, job: Job, control: JobControl) -> None:
+        log_event(log, "job.leased", **self._fields(job, status=job.status, attempts=job.attempts))
+        if job.status == "queued":
+            submission = await self._submit(job, control)
+            if submission is None:
+                return
+            provider, task_id, raw = self.providers[submission.provider], submission.task_id, submission.raw_status
+        else:
+            if job.provider not in self.providers or not job.provider_task_id:
+                await self._fail(job, "provider_unconfigured", UNAVAILABLE)
+                return
+            provider, task_id, raw = self.providers[job.provider], job.provider_task_id, job.provider_status or ""
+            log_event(log, "job.resumed", **self._fields(job, provider=provider.name, task_id=task_id))
+        await self._follow(job, provider, task_id, raw, control)
+
+    # submission -------------------------------------------------------------------
+    async def _submit(self, job: Job, control: JobControl) -> Submission | None:
+        image = await self.storage.sign(INPUT_BUCKET, job.input_image_path, self.settings.input_url_expiry_seconds)
+        errors: list[ProviderError] = []
+        for name in self.order:
+            provider = self.providers[name]
+            for attempt in range(self.settings.submit_attempts):
+                if control.interrupted():
+                    return None
+                try:
+                    submission = await provider.submit(image.url, job.prompt, job.options)
+                except TransientProviderError as exc:
+                    errors.append(exc)
+                    if attempt + 1 < self.settings.submit_attempts:
+                        delay = self._delay(attempt, exc.retry_after)
+                        log_event(
+                            log,
+                            "provider.retry",
+                            logging.WARNING,
+                            **self._fields(
+                                job, provider=name, attempt=attempt + 1, delay=round(delay, 3), reason=exc.message
+                            ),
+                        )
+                        await control.wait(delay)
+                    continue
+                except PermanentProviderError as exc:
+                    errors.append(exc)
+                    log_event(
+                        log, "provider.refused", logging.WARNING, **self._fields(job, provider=name, reason=exc.message)
+                    )
+                    break
+                return await self._record(job, provider, submission)
+            log_event(log, "provider.fallback", logging.WARNING, **self._fields(job, provider=name))
+        await self._give_up(job, errors)
+        return None
+
+    async def _record(self, job: Job, provider: Provider, submission: Submission) -> Submission | None:
+        """Commit provider and task id before the first poll; if we may not, cancel the task."""
+        log_event(log, "provider.started", **self._fields(job, provider=provider.name, task_id=submission.task_id))
+        try:
+            await self.db.update_status(
+                job.id,
+                "processing",
+                worker_id=self.worker_id,
+                provider=provider.name,
+                provider_task_id=submission.task_id,
+                provider_status=submission.raw_status,
+            )
+        except Conflict as exc:
+            # Lease lost or job canceled meanwhile: this task must not run (or be paid for).
+            log_event(
+                log,
+                "provider.task_orphaned",
+                logging.WARNING,
+                **self._fields(job, provider=provider.name, task_id=submission.task_id, reason=exc.message),
+            )
+            await self._cancel_task(job, provider, submission.task_id)
+            return None
+        return submission
+
+    async def _give_up(self, job: Job, errors: list[ProviderError]) -> None:
+        transient = any(isinstance(e, TransientProviderError) for e in errors)
+        if transient and job.attempts < self.settings.job_max_attempts:
+            delay = self._delay(job.attempts)
+            log_event(
+                log,
+                "job.retry_scheduled",
+                logging.WARNING,
+                **self._fields(job, delay=round(delay, 3), attempts=job.attempts),
+            )
+            with contextlib.suppress(Conflict):  # canceled or taken over meanwhile
+                await self.db.schedule_retry(
+                    job.id, self.worker_id, delay, "providers_unavailable", errors[-1].message if errors else None
+                )
+            return
+        permanent = [e for e in errors if isinstance(e, PermanentProviderError)]
+        if permanent and not transient:
+            moderated = next((e for e in permanent if e.code == "content_moderated"), None)
+            chosen = moderated or permanent[-1]
+            message = chosen.message if moderated else "The video providers refused this request."
+            await self._fail(job, chosen.code, message)
+        else:
+            await self._fail(job, "providers_unavailable", UNAVAILABLE)
+
+    # following a task -----------------------------------------------------------------
+    async def _follow(self, job: Job, provider: Provider, task_id: str, raw: str, control: JobControl) -> None:
+        started = job.started_at.timestamp() if job.started_at else time.time()
+        deadline = started + self.settings.job_deadline_seconds
+        interval = provider.poll_interval
+        failures = 0
+        fields = self._fields(job, provider=provider.name, task_id=task_id)
+        while True:
+            if control.canceled.is_set():
+                log_event(log, "job.canceled", **fields)
+                await self._cancel_task(job, provider, task_id)
+                return
+            if control.lost.is_set() or control.stopping.is_set():
+                log_event(log, "job.left", **fields, reason="lease lost" if control.lost.is_set() else "shutdown")
+                return
+            if time.time() > deadline:
+                await self._cancel_task(job, provider, task_id)
+                await self._fail(job, "timed_out", TIMED_OUT)
+                return
+            log_event(log, "status.polled", logging.DEBUG, **fields)
+            try:
+                status = await provider.status(task_id)
+            except TransientProviderError as exc:
+                failures += 1
+                delay = max(interval, self._delay(min(failures - 1, 6), exc.retry_after))
+                log_event(
+                    log, "status.poll_failed", logging.WARNING, **fields, delay=round(delay, 3), reason=exc.message
+                )
+                await control.wait(delay)
+                continue
+            except PermanentProviderError as exc:
+                # The task is gone (unknown or expired id): submit again later, or give up.
+                await self._give_up(job, [TransientProviderError(exc.message, code=exc.code)])
+                return
+            failures = 0
+            if status.raw_status != raw:
+                log_event(log, "status.mapped", **fields, raw=status.raw_status, mapped=status.state.value)
+                raw = status.raw_status
+                if status.state in (TaskState.QUEUED, TaskState.PROCESSING) and not await self._note(job, raw, control):
+                    return
+            if status.state in (TaskState.QUEUED, TaskState.PROCESSING):
+                await control.wait(interval)
+                interval = min(interval * POLL_GROWTH, provider.poll_interval * 2)
+                continue
+            if status.state is TaskState.COMPLETED:
+                await self._deliver(job, provider, task_id, status, control)
+            elif status.state is TaskState.FAILED:
+                await self._fail(
+                    job,
+                    status.error_code or "provider_failed",
+                    status.error or "The provider could not make this video.",
+                    raw,
+                )
+            else:
+                await self._fail(job, "provider_canceled", PROVIDER_CANCELED, raw)
+            return
+
+    async def _note(self, job: Job, raw: str, control: JobControl) -> bool:
+        """Record a raw provider status change (it lands in the timeline); False if we lost the job."""
+        try:
+            await self.db.update_status(job.id, "processing", worker_id=self.worker_id, provider_status=raw)
+        except Conflict:
+            control.lost.set()
+            return False
+        return True
+
+    # delivery -----------------------------------------------------------------------
+    async def _deliver(
+        self, job: Job, provider: Provider, task_id: str, status: TaskStatus, control: JobControl
+    ) -> None:
+        fields = self._fields(job, provider=provider.name, task_id=task_id, path=f"{OUTPUT_BUCKET}/{job.output_path}")
+        info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
+        if info is not None:
+            log_event(log, "upload.skipped", **fields, reason="already stored", size=info.size)
+        attempt = 0
+        while info is None:
+            log_event(log, "upload.started", **fields, source=safe_url(status.output_url))
+            try:
+                assert status.output_url is not None
+                info = await copy_video(
+                    self.http,
+                    status.output_url,
+                    self.storage,
+                    job.output_path,
+                    max_bytes=self.settings.output_max_bytes,
+                )
+                log_event(log, "upload.completed", **fields, size=info.size)
+            except ObjectExists:
+                info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
+                log_event(log, "upload.skipped", **fields, reason="stored concurrently")
+            except BadOutput as exc:
+                await self._fail(job, "bad_output", str(exc), status.raw_status)
+                return
+            except (OutputUrlExpired, OutputUnavailable) as exc:
+                attempt += 1
+                if attempt >= DELIVERY_ATTEMPTS:
+                    await self._give_up(job, [TransientProviderError(str(exc), code="output_unavailable")])
+                    return
+                log_event(log, "upload.retry", logging.WARNING, **fields, reason=str(exc))
+                if isinstance(exc, OutputUnavailable):
+                    await control.wait(self._delay(attempt - 1))
+                try:
+                    # Output URLs expire (Runway: 24-48 h): polling again hands out a fresh one.
+                    status = await provider.status(task_id)
+                except ProviderError as perr:
+                    log_event(log, "status.poll_failed", logging.WARNING, **fields, reason=perr.message)
+                    await control.wait(self._delay(attempt - 1))
+        try:
+            await self.db.update_status(
+                job.id,
+                "completed",
+                worker_id=self.worker_id,
+                output_video_path=job.output_path,
+                provider_status=status.raw_status,
+            )
+        except Conflict as exc:
+            log_event(log, "job.complete_refused", logging.WARNING, **fields, reason=exc.message)
+            return
+        log_event(log, "job.completed", **fields)
+
+    # helpers -------------------------------------------------------------------------------
+    async def _fail(self, job: Job, code: str, message: str, raw: str | None = None) -> None:
+        log_event(
+            log,
+            "job.failed",
+            logging.WARNING,
+            **self._fields(job, provider=job.provider, error_code=code, error=message),
+        )
+        try:
+            await self.db.update_status(
+                job.id, "failed", worker_id=self.worker_id, error_code=code, error_message=message, provider_status=raw
+            )
+        except Conflict as exc:
+            log_event(log, "job.fail_refused", logging.WARNING, **self._fields(job, reason=exc.message))
+
+    async def _cancel_task(self, job: Job, provider: Provider, task_id: str) -> None:
+        try:
+            await provider.cancel(task_id)
+            log_event(log, "provider.canceled", **self._fields(job, provider=provider.name, task_id=task_id))
+        except ProviderError as exc:
+            log_event(
+                log,
+                "provider.cancel_failed",
+                logging.WARNING,
+                **self._fields(job, provider=provider.name, task_id=task_id, reason=exc.message),
+            )
+
+    def _delay(self, attempt: int, retry_after: float | None = None) -> float:
+        return backoff_delay(
+            attempt, base=self.settings.retry_base_seconds, cap=self.settings.retry_cap_seconds, retry_after=retry_after
+        )
+
+
+__all__ = ["JobControl", "JobPipeline", "VidanimError"]

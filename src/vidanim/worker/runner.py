@@ -1,0 +1,191 @@
+"""The worker loop: claim, run many jobs at once, renew leases, stop cleanly.
+
+One asyncio process runs up to `worker_concurrency` jobs. It claims due jobs in
+batches, renews the leases of the jobs it runs every lease/5 seconds (a canceled
+job or a lost lease is signalled to that job), and on SIGTERM or SIGINT stops
+claiming, lets each job reach a safe point (a poll wait; never in the middle of a
+submission or an upload) within the grace period, and hands every lease back so
+another worker continues at once.
+
+A BaseException that is not an Exception in a job (the process is dying) ends
+the worker at once without handing leases back: the leases then expire, as after
+a SIGKILL, and another worker resumes the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from dataclasses import dataclass, field
+
+from vidanim.jobs import Job
+from vidanim.logs import log_event
+from vidanim.settings import Settings
+from vidanim.worker.db import ServiceDatabase
+from vidanim.worker.pipeline import JobControl, JobPipeline
+
+log = logging.getLogger("vidanim.worker")
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    finished: int = 0
+    crashed: int = 0
+    job_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, *, settings: Settings, db: ServiceDatabase, pipeline: JobPipeline):
+        self.settings = settings
+        self.db = db
+        self.pipeline = pipeline
+        self.worker_id = settings.worker_id
+        self.stats = WorkerStats()
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._running: dict[uuid.UUID, tuple[asyncio.Task[None], JobControl]] = {}
+        self._fatal: BaseException | None = None
+        # jobs running when the stop began: their leases are handed back at the end
+        self._to_release: set[uuid.UUID] = set()
+
+    def stop(self) -> None:
+        """Stop claiming and wind down (what SIGTERM does)."""
+        if not self._stopping.is_set():
+            log_event(log, "worker.stopping", worker_id=self.worker_id, running=len(self._running))
+        self._stopping.set()
+        self._to_release |= set(self._running)
+        for _, control in self._running.values():
+            control.stopping.set()
+
+    async def run(self, *, until_idle: bool = False, install_signals: bool = True) -> WorkerStats:
+        """Work until stopped (or, with `until_idle`, until nothing is due or running)."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        log_event(log, "worker.started", worker_id=self.worker_id, concurrency=self.settings.worker_concurrency)
+        renewer = asyncio.create_task(self._renew_forever())
+        try:
+            await self._claim_loop(until_idle)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        if self._fatal is not None:
+            raise self._fatal
+        await self._wind_down()
+        log_event(log, "worker.stopped", worker_id=self.worker_id, finished=self.stats.finished)
+        return self.stats
+
+    async def _claim_loop(self, until_idle: bool) -> None:
+        while not self._stopping.is_set() and self._fatal is None:
+            free = self.settings.worker_concurrency - len(self._running)
+            jobs: list[Job] = []
+            if free > 0:
+                try:
+                    jobs = await self.db.claim(
+                        self.worker_id, min(free, self.settings.worker_claim_batch), self.settings.worker_lease_seconds
+                    )
+                except Exception as exc:  # the database is away: keep trying, don't die
+                    log_event(log, "worker.claim_failed", logging.ERROR, worker_id=self.worker_id, error=str(exc))
+                for job in jobs:
+                    self._start(job)
+            if jobs and len(self._running) < self.settings.worker_concurrency:
+                continue
+            if until_idle and not jobs and not self._running:
+                return
+            self._slot_free.clear()
+            waiters = [asyncio.ensure_future(self._stopping.wait())]
+            if len(self._running) >= self.settings.worker_concurrency:
+                waiters.append(asyncio.ensure_future(self._slot_free.wait()))
+            timeout = self.settings.worker_idle_poll_seconds
+            if until_idle and self._running:
+                waiters.append(asyncio.ensure_future(self._slot_free.wait()))
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+
+    def _start(self, job: Job) -> None:
+        control = JobControl()
+        if self._stopping.is_set():
+            control.stopping.set()
+        task = asyncio.create_task(self._guarded(job, control), name=f"job-{job.id}")
+        self._running[job.id] = (task, control)
+        self.stats.claimed += 1
+        self.stats.job_ids.append(job.id)
+
+    async def _guarded(self, job: Job, control: JobControl) -> None:
+        try:
+            await self.pipeline.run(job, control)
+            self.stats.finished += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug or an outage in the middle of a job: leave the lease to expire, so
+            # the job is retried later by whoever holds it then; never lose it.
+            self.stats.crashed += 1
+            self._to_release.discard(job.id)
+            log_event(
+                log,
+                "job.error",
+                logging.ERROR,
+                job_id=str(job.id),
+                user_id=str(job.user_id),
+                worker_id=self.worker_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            control.lost.set()
+        except BaseException as exc:
+            self._fatal = exc
+            self._stopping.set()
+        finally:
+            self._running.pop(job.id, None)
+            self._slot_free.set()
+
+    async def _renew_forever(self) -> None:
+        every = max(self.settings.worker_lease_seconds / 5, 0.2)
+        while True:
+            await asyncio.sleep(every)
+            await self.renew_once()
+
+    async def renew_once(self) -> None:
+        ids = list(self._running)
+        if not ids:
+            return
+        try:
+            states = await self.db.renew(self.worker_id, ids, self.settings.worker_lease_seconds)
+        except Exception as exc:
+            log_event(log, "worker.renew_failed", logging.ERROR, worker_id=self.worker_id, error=str(exc))
+            return
+        for state in states:
+            entry = self._running.get(state.job_id)
+            if entry is None:
+                continue
+            control = entry[1]
+            if state.status == "canceled":
+                control.canceled.set()
+            elif not state.held:
+                control.lost.set()
+
+    async def _wind_down(self) -> None:
+        if self._running:
+            tasks = [t for t, _ in self._running.values()]
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.worker_shutdown_grace_seconds)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        leftover = list(self._to_release | set(self._running))
+        self._running.clear()
+        if leftover:
+            released = await self.db.release(self.worker_id, leftover)
+            log_event(log, "worker.released", worker_id=self.worker_id, released=released)

@@ -1,0 +1,71 @@
+"""Stream a finished video from the provider into storage, never holding it whole."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from vidanim.simulator.media import looks_like_mp4
+from vidanim.storage.base import ObjectInfo, Storage
+
+CHUNK = 1024 * 1024
+# Provider CDNs label MP4s in more than one way.
+ACCEPTED_TYPES = ("video/mp4", "application/octet-stream", "binary/octet-stream")
+OUTPUT_BUCKET = "video-outputs"
+
+
+class OutputUrlExpired(Exception):
+    """The provider's output URL no longer works: fetch the task again for a fresh one."""
+
+
+class OutputUnavailable(Exception):
+    """The download failed in a way that may pass (network, 5xx)."""
+
+
+class BadOutput(Exception):
+    """The provider's file is not a video we will store; `str()` is fit for the user."""
+
+
+async def copy_video(http: httpx.AsyncClient, url: str, storage: Storage, path: str, *, max_bytes: int) -> ObjectInfo:
+    """Download `url` and upload it as `video-outputs/{path}`, checking type and size.
+
+    Raises OutputUrlExpired (403/404/410), OutputUnavailable (transient), BadOutput,
+    or the storage's errors (ObjectExists when the video is already stored).
+    """
+    try:
+        async with http.stream("GET", url) as response:
+            if response.status_code in (401, 403, 404, 410):
+                raise OutputUrlExpired(f"output URL answered {response.status_code}")
+            if response.status_code >= 400:
+                raise OutputUnavailable(f"output download answered {response.status_code}")
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type and content_type not in ACCEPTED_TYPES:
+                raise BadOutput(f"The provider returned a {content_type} file instead of a video.")
+            length = response.headers.get("content-length")
+            if length is not None and int(length) > max_bytes:
+                raise BadOutput("The provider's video is larger than allowed.")
+            return await storage.upload(
+                OUTPUT_BUCKET, path, _checked(response.aiter_bytes(CHUNK), max_bytes), content_type="video/mp4"
+            )
+    except httpx.TransportError as exc:
+        raise OutputUnavailable(f"output download failed ({type(exc).__name__})") from exc
+
+
+async def _checked(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+    """Pass chunks through, refusing a non-MP4 start, an empty file or too many bytes."""
+    size = 0
+    head = b""
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if len(head) < 8:
+            head += chunk[: 8 - len(head)]
+            if len(head) >= 8 and not looks_like_mp4(head):
+                raise BadOutput("The provider's file is not an MP4 video.")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BadOutput("The provider's video is larger than allowed.")
+        yield chunk
+    if size < 8 or not looks_like_mp4(head):
+        raise BadOutput("The provider returned an empty or truncated video.")

@@ -116,13 +116,13 @@ def worker(
     until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit when no job is due or running.")] = False,
 ) -> None:
     """Run the worker: lease jobs, drive fal.ai then Runway, store each video once. SIGTERM stops it cleanly."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from vidanim import logs  # noqa: PLC0415
-    from vidanim.settings import Settings  # noqa: PLC0415
-    from vidanim.worker.assemble import ConfigurationError, assembled  # noqa: PLC0415
+    from vidanim import logs
+    from vidanim.settings import Settings
+    from vidanim.worker.assemble import ConfigurationError, assembled
 
     try:
         settings = Settings()

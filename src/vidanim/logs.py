@@ -35,7 +35,11 @@ def redact(text: str) -> str:
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    logger.log(level, event, extra={"event": event, "fields": fields})
+    if not logger.isEnabledFor(level):
+        return
+    # The message itself is readable under any handler; our formatters use the fields.
+    text = " ".join([event, *(f"{k}={redact(str(v))}" for k, v in fields.items() if v is not None)])
+    logger.log(level, "%s", text, extra={"event": event, "fields": fields})
 
 
 class _Base(logging.Formatter):

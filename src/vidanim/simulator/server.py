@@ -29,10 +29,11 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from vidanim.simulator.http import QuietThreadingHTTPServer
 from vidanim.simulator.media import mp4_chunks
 
 ROUTES = (
@@ -121,9 +122,7 @@ class Simulator:
         self.requests: Counter[str] = Counter()
         #: output bytes served
         self.bytes_served = 0
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # a hung answer must not hold up stop()
+        self._server = QuietThreadingHTTPServer((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     # lifecycle -----------------------------------------------------------------

@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets
 import tempfile
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, LiteralString
 from urllib.parse import quote, unquote, urlsplit
 
 import jwt
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from vidanim.simulator.http import QuietThreadingHTTPServer
 from vidanim.storage.base import ObjectExists, ObjectInfo, SignedUrl, StorageError, check_object_name
 
 OBJECT_INFO: LiteralString = "select metadata from storage.objects where bucket_id = %s and name = %s"
@@ -59,16 +62,15 @@ class LocalStorage:
     ):
         self.root = Path(root)
         self.pool = pool
-        self.secret = signing_secret or secrets.token_urlsafe(32)
+        # A key of exactly 32 bytes whatever the secret's length (HS256 wants >= 32).
+        self._key = hashlib.sha256((signing_secret or secrets.token_urlsafe(32)).encode()).digest()
         self.public_url = public_url
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietThreadingHTTPServer | None = None
 
     # signed-URL server ----------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Start the loopback server for signed URLs; returns its base URL."""
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
+        self._server = QuietThreadingHTTPServer((host, port), _handler(self))
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         bound_host, bound_port = self._server.server_address[:2]
         self.public_url = f"http://{bound_host!s}:{bound_port}"
@@ -84,8 +86,8 @@ class LocalStorage:
     # Storage ------------------------------------------------------------------------
     async def info(self, bucket: str, path: str) -> ObjectInfo | None:
         check_object_name(path)
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(OBJECT_INFO, (bucket, path))).fetchone()
+        async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            row = await (await cur.execute(OBJECT_INFO, (bucket, path))).fetchone()
         if row is None:
             return None
         meta = row[0] or {}
@@ -96,11 +98,11 @@ class LocalStorage:
         self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str, owner: str | None = None
     ) -> ObjectInfo:
         target = self.file_path(bucket, path)
-        async with self.pool.connection() as conn:
-            limits = await (await conn.execute(BUCKET_LIMITS, (bucket,))).fetchone()
+        async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            limits = await (await cur.execute(BUCKET_LIMITS, (bucket,))).fetchone()
             if limits is None:
                 raise StorageError(f"bucket {bucket} not found", status=404)
-            if (await (await conn.execute(OBJECT_INFO, (bucket, path))).fetchone()) is not None:
+            if (await (await cur.execute(OBJECT_INFO, (bucket, path))).fetchone()) is not None:
                 raise ObjectExists(f"{bucket}/{path} already exists", status=409)
         size_limit, mime_types = limits
         if mime_types and content_type not in mime_types:
@@ -121,8 +123,8 @@ class LocalStorage:
                 os.unlink(tmp_name)
             raise
         meta = {"size": size, "mimetype": content_type, "contentLength": size, "httpStatusCode": 200}
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(RECORD_OBJECT, (bucket, path, owner, Jsonb(meta)))).fetchone()
+        async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            row = await (await cur.execute(RECORD_OBJECT, (bucket, path, owner, Jsonb(meta)))).fetchone()
         if row is None:
             raise ObjectExists(f"{bucket}/{path} already exists", status=409)
         return ObjectInfo(bucket, path, size, content_type)
@@ -132,7 +134,7 @@ class LocalStorage:
         if self.public_url is None:
             raise StorageError("local storage is not serving signed URLs (call serve())", status=503)
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
-        token = jwt.encode({"url": f"{bucket}/{path}", "exp": expires_at}, self.secret, algorithm="HS256")
+        token = jwt.encode({"url": f"{bucket}/{path}", "exp": expires_at}, self._key, algorithm="HS256")
         return SignedUrl(f"{self.public_url}/object/sign/{quote(bucket)}/{quote(path)}?token={token}", expires_at)
 
     async def delete(self, bucket: str, paths: list[str]) -> None:
@@ -154,7 +156,7 @@ class LocalStorage:
     def verify(self, bucket: str, path: str, token: str) -> str | None:
         """None if the token grants this object now, else the Supabase error code."""
         try:
-            claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "url"]})
+            claims = jwt.decode(token, self._key, algorithms=["HS256"], options={"require": ["exp", "url"]})
         except jwt.PyJWTError:  # expired, tampered, malformed
             return "InvalidJWT"
         return None if claims.get("url") == f"{bucket}/{path}" else "InvalidSignature"

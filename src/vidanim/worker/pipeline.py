@@ -209,7 +209,7 @@ class JobPipeline:
                 return
             if time.time() > deadline:
                 await self._cancel_task(job, provider, task_id)
-                await self._fail(job, "timed_out", TIMED_OUT)
+                await self._fail(job, "timed_out", TIMED_OUT, task=(provider.name, task_id))
                 return
             log_event(log, "status.polled", logging.DEBUG, **fields)
             try:
@@ -230,8 +230,10 @@ class JobPipeline:
             if status.raw_status != raw:
                 log_event(log, "status.mapped", **fields, raw=status.raw_status, mapped=status.state.value)
                 raw = status.raw_status
-                if status.state in (TaskState.QUEUED, TaskState.PROCESSING) and not await self._note(job, raw, control):
-                    return
+                if status.state in (TaskState.QUEUED, TaskState.PROCESSING):
+                    await self._note(job, raw, control)
+                    if control.interrupted():
+                        continue
             if status.state in (TaskState.QUEUED, TaskState.PROCESSING):
                 await control.wait(interval)
                 interval = min(interval * POLL_GROWTH, provider.poll_interval * 2)
@@ -244,19 +246,23 @@ class JobPipeline:
                     status.error_code or "provider_failed",
                     status.error or "The provider could not make this video.",
                     raw,
+                    task=(provider.name, task_id),
                 )
             else:
-                await self._fail(job, "provider_canceled", PROVIDER_CANCELED, raw)
+                await self._fail(job, "provider_canceled", PROVIDER_CANCELED, raw, task=(provider.name, task_id))
             return
 
-    async def _note(self, job: Job, raw: str, control: JobControl) -> bool:
-        """Record a raw provider status change (it lands in the timeline); False if we lost the job."""
+    async def _note(self, job: Job, raw: str, control: JobControl) -> None:
+        """Record a raw provider status change (it lands in the timeline)."""
         try:
             await self.db.update_status(job.id, "processing", worker_id=self.worker_id, provider_status=raw)
         except Conflict:
-            control.lost.set()
-            return False
-        return True
+            # Canceled by the user, or taken over by another worker: find out which.
+            states = await self.db.renew(self.worker_id, [job.id], self.settings.worker_lease_seconds)
+            if any(s.status == "canceled" for s in states):
+                control.canceled.set()
+            else:
+                control.lost.set()
 
     # delivery -----------------------------------------------------------------------
     async def _deliver(
@@ -283,7 +289,7 @@ class JobPipeline:
                 info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
                 log_event(log, "upload.skipped", **fields, reason="stored concurrently")
             except BadOutput as exc:
-                await self._fail(job, "bad_output", str(exc), status.raw_status)
+                await self._fail(job, "bad_output", str(exc), status.raw_status, task=(provider.name, task_id))
                 return
             except (OutputUrlExpired, OutputUnavailable) as exc:
                 attempt += 1
@@ -313,12 +319,15 @@ class JobPipeline:
         log_event(log, "job.completed", **fields)
 
     # helpers -------------------------------------------------------------------------------
-    async def _fail(self, job: Job, code: str, message: str, raw: str | None = None) -> None:
+    async def _fail(
+        self, job: Job, code: str, message: str, raw: str | None = None, *, task: tuple[str, str] | None = None
+    ) -> None:
+        provider, task_id = task or (job.provider, job.provider_task_id)
         log_event(
             log,
             "job.failed",
             logging.WARNING,
-            **self._fields(job, provider=job.provider, error_code=code, error=message),
+            **self._fields(job, provider=provider, task_id=task_id, error_code=code, error=message),
         )
         try:
             await self.db.update_status(

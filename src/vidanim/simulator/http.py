@@ -1,0 +1,17 @@
+"""A threaded loopback HTTP server that stays quiet when a client hangs up."""
+
+from __future__ import annotations
+
+import sys
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+
+class QuietThreadingHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a hung answer must not hold up shutdown
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return  # the client went away (a timeout, a canceled download): not our error
+        super().handle_error(request, client_address)

@@ -1,0 +1,231 @@
+"""The worker end to end: real PostgreSQL, the simulator over HTTP, local storage."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests.worker.conftest import running
+from vidanim.worker.backoff import backoff_bounds
+
+
+async def test_happy_path_on_fal_stores_the_video_once_and_completes(users, settings_for, sim, storage_dir):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for()) as app:
+        stats = await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert row["status"] == "completed"
+    assert row["provider"] == "fal"
+    assert row["output_video_path"] == f"{user}/{job['id']}.mp4"
+    assert stats.finished == 1
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+    stored = storage_dir / "video-outputs" / f"{user}/{job['id']}.mp4"
+    assert stored.stat().st_size == sim.output_size
+    assert stored.read_bytes()[4:8] == b"ftyp"
+    assert [s[0] for s in sim.submissions] == ["fal"]
+    statuses = users.timeline(job["id"])
+    assert statuses[0] == ("queued", None)
+    assert statuses[-1][0] == "completed"
+    assert ("processing", "IN_PROGRESS") in statuses
+    assert users.usage(user) == 1
+
+
+async def test_happy_path_on_runway(users, settings_for, sim):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers="runway")) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider"], row["provider_status"]) == ("completed", "runway", "SUCCEEDED")
+    assert [s[0] for s in sim.submissions] == ["runway"]
+    assert ("processing", "RUNNING") in users.timeline(job["id"])
+
+
+async def test_the_provider_reads_the_input_image_through_a_signed_url(users, settings_for, sim):
+    user, path = users.user_with_image()
+    users.request(user, path)
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+        ((_, _, body),) = sim.submissions
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            image = await client.get(body["image_url"])
+            tampered = await client.get(body["image_url"].replace("input.png", "other.png"))
+    assert image.status_code == 200
+    assert image.content.startswith(b"\x89PNG")
+    assert tampered.status_code == 400
+
+
+async def test_fal_refusing_permanently_falls_back_to_runway(users, settings_for, sim, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 1, 403, body={"detail": "User is locked. Reason: Exhausted balance"})
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider"]) == ("completed", "runway")
+    assert [s[0] for s in sim.submissions] == ["runway"]
+    assert [e["provider"] for e in events("provider.fallback")] == ["fal"]
+
+
+async def test_a_5xx_and_429_storm_succeeds_after_retries_within_the_jitter_bounds(users, settings_for, sim, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 2, 503)
+    sim.fail_next("fal.submit", 1, 429, retry_after=0.2)
+    sim.fail_next("fal.status", 3, 502)
+    settings = settings_for(submit_attempts=5, retry_base_seconds=0.02, retry_cap_seconds=1.0)
+    async with running(settings) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert len(sim.submissions) == 1, "rejected submissions created no task"
+    retries = events("provider.retry")
+    assert [r["attempt"] for r in retries] == [1, 2, 3]
+    for r in retries[:2]:
+        low, high = backoff_bounds(r["attempt"] - 1, base=0.02, cap=1.0)
+        assert low - 1e-3 <= r["delay"] <= high + 1e-3, r
+    assert retries[2]["delay"] >= 0.2, "Retry-After is honoured"
+    assert len(events("status.poll_failed")) == 3
+
+
+async def test_a_submission_outage_on_every_provider_schedules_a_job_retry(users, settings_for, sim):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 2, 503)
+    sim.fail_next("runway.submit", 2, 503)
+    async with running(settings_for(submit_attempts=2, retry_base_seconds=5, retry_cap_seconds=5)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert row["status"] == "queued"
+    assert row["error_code"] == "providers_unavailable"
+    assert row["locked_by"] is None
+    assert sim.submissions == []
+    assert users.usage(user) == 1, "still owed a video, still charged"
+
+
+async def test_after_the_last_attempt_an_outage_fails_the_job_and_refunds(users, settings_for, sim):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 10, 503)
+    sim.fail_next("runway.submit", 10, 503)
+    async with running(settings_for(submit_attempts=1, job_max_attempts=1)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert row["status"] == "failed"
+    assert "not available right now" in row["error_message"]
+    assert users.usage(user) == 0
+
+
+async def test_moderation_fails_the_job_with_a_readable_message_and_refunds(users, settings_for, sim):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.outcome_next("fal", "moderate")
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert row["status"] == "failed"
+    assert row["error_code"] == "content_moderated"
+    assert row["error_message"] == "The image or prompt was rejected by the provider's content policy."
+    assert users.usage(user) == 0
+    assert users.output_objects() == []
+
+
+async def test_a_user_cancel_while_processing_cancels_the_provider_task(users, settings_for, modern_db, sim):
+    sim.run_seconds = 30
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    settings = settings_for(worker_lease_seconds=2)
+    async with running(settings) as app:
+        runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
+        for _ in range(200):
+            if users.job(job["id"])["status"] == "processing":
+                break
+            await asyncio.sleep(0.02)
+        from tests.support.postgrest import as_user
+
+        with modern_db.connect() as conn, as_user(conn, user) as cur:
+            cur.execute("select status from public.cancel_video_job(%s)", (job["id"],))
+        await asyncio.wait_for(runner, 10)
+    assert users.job(job["id"])["status"] == "canceled"
+    ((_, task_id, _),) = sim.submissions
+    assert sim.cancels == [("fal", task_id)]
+    assert users.output_objects() == []
+
+
+async def test_an_expired_output_url_is_replaced_by_a_fresh_one(users, settings_for, sim, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.expire_urls_next(1)
+    async with running(settings_for(providers="runway")) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert [e["reason"] for e in events("upload.retry")] == ["output URL answered 403"]
+    assert len(users.output_objects()) == 1
+
+
+async def test_a_deadline_cancels_the_task_and_fails_without_charge(users, settings_for, sim):
+    sim.run_seconds = 30
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(job_deadline_seconds=0.5)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "timed_out")
+    assert len(sim.cancels) == 1
+    assert users.usage(user) == 0
+
+
+async def test_a_non_video_output_is_refused(users, settings_for, sim):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.video_factory = lambda _url: b"<html>not a video</html>"
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "bad_output")
+    assert users.output_objects() == []
+
+
+async def test_logs_carry_ids_and_never_a_secret(users, settings_for, sim, caplog):
+    import logging
+
+    from vidanim.logs import KeyValueFormatter
+
+    caplog.set_level(logging.DEBUG, logger="vidanim")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    text = "\n".join(KeyValueFormatter().format(r) for r in caplog.records)
+    for needed in (
+        "job.leased",
+        "provider.started",
+        "status.mapped",
+        "upload.started",
+        "upload.completed",
+        "job.completed",
+        f"job_id={job['id']}",
+        f"user_id={user}",
+        "provider=fal",
+    ):
+        assert needed in text, needed
+    for secret in (sim.fal_key, sim.runway_secret, "test-local-signing-secret", "token=ey", "sig="):
+        assert secret not in text, secret
+    ((_, task_id, _),) = sim.submissions
+    assert f"task_id={task_id}" in text
+
+
+@pytest.mark.parametrize("field", ["job_id", "user_id", "provider", "task_id"])
+async def test_the_failure_log_names_the_job(users, settings_for, sim, events, field):
+    user, path = users.user_with_image()
+    users.request(user, path)
+    sim.outcome_next("fal", "fail")
+    async with running(settings_for(providers="fal")) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    (failed,) = events("job.failed")
+    assert failed.get(field), failed
+    assert uuid.UUID(failed["job_id"])

@@ -1,0 +1,199 @@
+"""Workers die, get redeployed and lose leases: no job is lost, none is paid twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.worker.conftest import running
+from vidanim.storage.local import LocalStorage
+
+
+class ProcessDied(BaseException):
+    """Stands for the process being killed at this exact point."""
+
+
+class DiesAfterUpload:
+    """Storage that stores the video, then 'kills the process' before the status update."""
+
+    def __init__(self, inner: LocalStorage):
+        self.inner = inner
+        self.uploads = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def upload(self, *args, **kwargs):
+        info = await self.inner.upload(*args, **kwargs)
+        self.uploads += 1
+        raise ProcessDied
+
+
+async def test_a_crash_between_upload_and_status_update_leaves_one_object_and_a_completed_job(
+    users, settings_for, sim, events
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    first = settings_for(worker_lease_seconds=2)
+    async with running(first) as app:
+        dying = DiesAfterUpload(app.storage)
+        app.worker.pipeline.storage = dying
+        with pytest.raises(ProcessDied):
+            await app.worker.run(until_idle=True, install_signals=False)
+    assert dying.uploads == 1
+    assert users.job(job["id"])["status"] == "processing", "the dead worker never recorded completion"
+    await asyncio.sleep(2.1)  # its lease runs out, as after a SIGKILL
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert row["status"] == "completed"
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+    assert len(sim.submissions) == 1
+    assert [e["reason"] for e in events("upload.skipped")] == ["already stored"]
+
+
+async def test_a_worker_that_lost_its_lease_cancels_the_task_it_created(users, settings_for, modern_db, sim, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.latency = 0.3  # the submission is slow ...
+    settings = settings_for(worker_lease_seconds=2)
+    async with running(settings) as app:
+        runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
+        await asyncio.sleep(0.1)
+        # ... and meanwhile another worker takes the job over.
+        with modern_db.connect() as conn:
+            conn.execute(
+                "update public.video_jobs set locked_by = 'intruder', locked_until = now() + interval '1 min'"
+                " where id = %s",
+                (job["id"],),
+            )
+        await asyncio.wait_for(runner, 10)
+    assert users.job(job["id"])["provider_task_id"] is None
+    ((_, task_id, _),) = sim.submissions
+    assert sim.cancels == [("fal", task_id)]
+    assert [e["task_id"] for e in events("provider.task_orphaned")] == [task_id]
+
+
+async def test_sigterm_hands_leases_back_so_another_worker_continues_at_once(users, settings_for, sim):
+    sim.run_seconds = 1.0
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(worker_lease_seconds=300)) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        for _ in range(200):
+            if users.job(job["id"])["status"] == "processing":
+                break
+            await asyncio.sleep(0.02)
+        app.worker.stop()
+        await asyncio.wait_for(runner, 10)
+    row = users.job(job["id"])
+    assert row["status"] == "processing"
+    assert row["locked_by"] is None, "the lease was handed back"
+    async with running(settings_for()) as app:  # no waiting for a 300 s lease
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert len(sim.submissions) == 1
+
+
+WORKER_SCRIPT = """
+import asyncio, sys
+from vidanim.worker.assemble import assembled
+from tests.worker.conftest import make_settings
+from tests.conftest import Database
+from vidanim.simulator import Simulator
+
+class Sim:  # the simulator runs in the test process; this names its address and keys
+    fal_key, runway_secret, base_url = sys.argv[2], sys.argv[3], sys.argv[4]
+
+async def main():
+    settings = make_settings(Database(sys.argv[1], "modern"), Sim, __import__("pathlib").Path(sys.argv[5]),
+                             worker_lease_seconds=2, worker_id=sys.argv[6])
+    async with assembled(settings) as app:
+        await app.worker.run(install_signals=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_submission(
+    users, modern_db, settings_for, sim, storage_dir, tmp_path
+):
+    sim.run_seconds = 2.0
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER_SCRIPT,
+                modern_db.dsn,
+                sim.fal_key,
+                sim.runway_secret,
+                sim.base_url,
+                str(storage_dir),
+                "doomed-worker",
+            ],
+            cwd=os.getcwd(),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while users.job(job["id"])["status"] != "processing":
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never submitted"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # it is polling now
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert users.job(job["id"])["locked_by"] == "doomed-worker"
+    await asyncio.sleep(2.1)  # the dead worker's lease runs out
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert row["status"] == "completed"
+    assert len(sim.submissions) == 1, "the second worker resumed the task instead of paying again"
+    assert sim.cancels == []
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+
+
+@pytest.mark.slow
+async def test_four_workers_and_400_jobs_complete_each_exactly_once(users, settings_for, sim):
+    sim.queue_seconds, sim.run_seconds = 0.02, 0.05
+    sim.output_size = 4096
+    jobs = []
+    for i in range(40):
+        user, path = users.user_with_image()
+        jobs += [users.request(user, path, prompt=f"job {i}-{k}")["id"] for k in range(10)]
+    assert len(jobs) == 400
+    settings = [settings_for(worker_concurrency=50, worker_claim_batch=25, worker_db_pool_size=4) for _ in range(4)]
+
+    async def one(s):
+        async with running(s) as app:
+            return await app.worker.run(until_idle=True, install_signals=False)
+
+    stats = await asyncio.wait_for(asyncio.gather(*(one(s) for s in settings)), 120)
+    claimed = [j for st in stats for j in st.job_ids]
+    assert sorted(claimed) == sorted(jobs), "every job was run by exactly one worker"
+    assert all(st.claimed > 0 for st in stats), "the work was shared"
+    with users.db.connect() as conn:
+        statuses = dict(conn.execute("select status, count(*) from public.video_jobs group by status").fetchall())
+        completions = conn.execute("select count(*) from public.video_job_events where status = 'completed'").fetchone()
+    assert statuses == {"completed": 400}
+    assert completions == (400,)
+    prompts = [body["prompt"] for _, _, body in sim.submissions]
+    assert len(prompts) == 400
+    assert len(set(prompts)) == 400, "no job was submitted twice"
+    assert len(users.output_objects()) == 400

@@ -30,7 +30,7 @@ class DiesAfterUpload:
         return getattr(self.inner, name)
 
     async def upload(self, *args, **kwargs):
-        info = await self.inner.upload(*args, **kwargs)
+        await self.inner.upload(*args, **kwargs)
         self.uploads += 1
         raise ProcessDied
 

@@ -148,5 +148,31 @@ def worker(
         raise fail(f"cannot connect to the database: {exc}".strip()) from None
 
 
+@app.command("simulator")
+def simulator(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
+    queue_seconds: Annotated[float, typer.Option(help="How long a task stays queued.")] = 1.0,
+    run_seconds: Annotated[float, typer.Option(help="How long a task runs.")] = 3.0,
+    output_mib: Annotated[float, typer.Option(help="Size of each output video, MiB.")] = 1.0,
+) -> None:
+    """Serve the fal.ai and Runway simulator on loopback (for the demo and local development)."""
+    import time
+
+    from vidanim.simulator import Simulator
+
+    sim = Simulator(
+        port=port, queue_seconds=queue_seconds, run_seconds=run_seconds, output_size=int(output_mib * 1024 * 1024)
+    )
+    with sim:
+        typer.echo(f"simulator on {sim.base_url}")
+        typer.echo(f"  VIDANIM_FAL_QUEUE_URL={sim.base_url} VIDANIM_FAL_KEY={sim.fal_key}")
+        typer.echo(f"  VIDANIM_RUNWAY_BASE_URL={sim.base_url} VIDANIM_RUNWAY_API_SECRET={sim.runway_secret}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
 def main() -> None:
     app()

@@ -71,6 +71,8 @@ class Settings(DatabaseSettings):
     # Runway asks for no more than one poll per 5 s; only the simulator may go faster.
     runway_enforce_min_poll: bool = True
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
+    # requests in flight per provider; more jobs than this wait their turn (see providers/base.py)
+    provider_max_connections: int = Field(default=32, ge=1, le=1000)
 
     # storage
     storage_backend: Literal["local", "supabase"] = "local"

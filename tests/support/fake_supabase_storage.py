@@ -32,6 +32,8 @@ class FakeSupabaseStorage:
     objects: dict[tuple[str, str], StoredObject] = field(default_factory=dict)
     uploads: int = 0
     chunked_uploads: int = 0
+    #: like the real Storage server, record uploads in this database's storage.objects
+    database_url: str | None = None
 
     def __post_init__(self) -> None:
         self._server = QuietThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -143,6 +145,16 @@ def _handler(fake: FakeSupabaseStorage) -> type[BaseHTTPRequestHandler]:
                     return self._error("415", "InvalidMimeType", f"mime type {content_type} is not supported")
                 fake.objects[(bucket, name)] = StoredObject(size, content_type, head)
                 fake.uploads += 1
+                if fake.database_url:
+                    import psycopg
+                    from psycopg.types.json import Jsonb
+
+                    with psycopg.connect(fake.database_url, autocommit=True) as conn:
+                        conn.execute(
+                            "insert into storage.objects (bucket_id, name, metadata) values (%s, %s, %s)"
+                            " on conflict (bucket_id, name) do update set metadata = excluded.metadata",
+                            (bucket, name, Jsonb({"size": size, "mimetype": content_type})),
+                        )
                 return self._send(200, {"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-000000000000"})
             return self._send(404, {"statusCode": "404", "error": "not_found", "message": "route not found"})
 

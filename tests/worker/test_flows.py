@@ -97,7 +97,7 @@ async def test_a_submission_outage_on_every_provider_schedules_a_job_retry(users
     job = users.request(user, path)
     sim.fail_next("fal.submit", 2, 503)
     sim.fail_next("runway.submit", 2, 503)
-    async with running(settings_for(submit_attempts=2, retry_base_seconds=5, retry_cap_seconds=5)) as app:
+    async with running(settings_for(submit_attempts=2, retry_base_seconds=2, retry_cap_seconds=2)) as app:
         await app.worker.run(until_idle=True, install_signals=False)
     row = users.job(job["id"])
     assert row["status"] == "queued"

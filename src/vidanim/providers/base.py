@@ -20,6 +20,12 @@ import httpx
 # Statuses both SDKs retry (fal-client, runwayml _should_retry) and the providers'
 # docs call transient.
 TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Default requests in flight per provider client (VIDANIM_PROVIDER_MAX_CONNECTIONS).
+# A worker runs up to thousands of jobs; beyond this many requests they wait on a
+# semaphore (O(1)) rather than in httpcore's pool, whose bookkeeping costs grow
+# with the queue and with the number of connections (each assignment checks every
+# connection with system calls): it dominated the worker's CPU at 1,000 jobs.
+MAX_IN_FLIGHT = 32
 # Retry-After longer than this is treated as this: a worker should not sleep for
 # an hour inside one job; the job-level retry takes over.
 MAX_RETRY_AFTER = 120.0

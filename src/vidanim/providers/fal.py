@@ -9,12 +9,14 @@ COMPLETED, with `error` in the status or an HTTP error from the result.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
 import httpx
 
 from vidanim.providers.base import (
+    MAX_IN_FLIGHT,
     TRANSIENT_HTTP,
     PermanentProviderError,
     ProviderError,
@@ -89,6 +91,7 @@ class FalProvider:
         poll_interval: float = 3.0,
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = MAX_IN_FLIGHT,
     ):
         self.model = model.strip("/")
         self.base_url = base_url.rstrip("/")
@@ -98,7 +101,9 @@ class FalProvider:
             headers={"Authorization": f"Key {key}", "User-Agent": "vidanim"},
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
             transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        self._slots = asyncio.Semaphore(max_connections)
 
     def _app_base(self) -> str:
         # Status, result and cancel URLs use only owner/app, without the model's subpath.
@@ -107,7 +112,8 @@ class FalProvider:
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._client.request(method, url, **kwargs)
+            async with self._slots:
+                response = await self._client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             raise classify_transport_error(NAME, exc) from exc
         if error := classify_response(response):

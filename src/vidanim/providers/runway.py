@@ -10,12 +10,14 @@ task again for fresh ones), FAILED (failure, failureCode) or CANCELLED; DELETE
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
 import httpx
 
 from vidanim.providers.base import (
+    MAX_IN_FLIGHT,
     TRANSIENT_HTTP,
     PermanentProviderError,
     ProviderError,
@@ -90,6 +92,7 @@ class RunwayProvider:
         duration: int = 5,
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = MAX_IN_FLIGHT,
         enforce_min_interval: bool = True,
     ):
         self.model = model
@@ -102,11 +105,14 @@ class RunwayProvider:
             headers={"Authorization": f"Bearer {api_secret}", "X-Runway-Version": API_VERSION, "User-Agent": "vidanim"},
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
             transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._client.request(method, path, **kwargs)
+            async with self._slots:
+                response = await self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise classify_transport_error(NAME, exc) from exc
         if error := classify_response(response):

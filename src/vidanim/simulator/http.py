@@ -10,6 +10,7 @@ from typing import Any
 class QuietThreadingHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a hung answer must not hold up shutdown
+    request_queue_size = 1024  # many workers connect at once; the default backlog is 5
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):

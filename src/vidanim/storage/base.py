@@ -58,8 +58,13 @@ class Storage(Protocol):
         """The stored object, or None."""
         ...
 
-    async def upload(self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str) -> ObjectInfo:
-        """Store a new object from a stream, never reading it whole; ObjectExists if present."""
+    async def upload(
+        self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str, size: int | None = None
+    ) -> ObjectInfo:
+        """Store a new object from a stream, never reading it whole; ObjectExists if present.
+
+        `size`, when known, is announced up front (Content-Length) instead of chunking.
+        """
         ...
 
     async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:

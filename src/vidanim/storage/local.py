@@ -95,8 +95,16 @@ class LocalStorage:
         return ObjectInfo(bucket, path, int(size) if size is not None else None, meta.get("mimetype"))
 
     async def upload(
-        self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str, owner: str | None = None
+        self,
+        bucket: str,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        size: int | None = None,
+        owner: str | None = None,
     ) -> ObjectInfo:
+        announced = size
         target = self.file_path(bucket, path)
         async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             limits = await (await cur.execute(BUCKET_LIMITS, (bucket,))).fetchone()
@@ -117,6 +125,8 @@ class LocalStorage:
                     if size_limit is not None and size > size_limit:
                         raise StorageError(f"object exceeds the {bucket} size limit", status=413)
                     await asyncio.to_thread(out.write, chunk)
+            if announced is not None and announced != size:
+                raise StorageError(f"upload of {bucket}/{path} sent {size} bytes, not {announced}", status=400)
             os.replace(tmp_name, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -80,7 +80,13 @@ class SupabaseStorage:
         content_type = body.get("content_type") or (meta.get("mimetype") if meta else None)
         return ObjectInfo(bucket, path, int(size) if size is not None else None, content_type)
 
-    async def upload(self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str) -> ObjectInfo:
+    async def upload(
+        self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str, size: int | None = None
+    ) -> ObjectInfo:
+        headers = {"Content-Type": content_type, "x-upsert": "false", "cache-control": "max-age=3600"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        announced = size
         size = 0
 
         async def counted() -> AsyncIterator[bytes]:
@@ -93,13 +99,15 @@ class SupabaseStorage:
             "POST",
             f"/object/{self._key(bucket, path)}",
             content=counted(),
-            headers={"Content-Type": content_type, "x-upsert": "false", "cache-control": "max-age=3600"},
+            headers=headers,
         )
         status = _status(response)
         if status == 409:
             raise ObjectExists(f"{bucket}/{path} already exists", status=409)
         if not response.is_success or status >= 400:
             raise StorageError(f"storage upload failed ({status}): {_message(response)}", status=status)
+        if announced is not None and announced != size:
+            raise StorageError(f"upload of {bucket}/{path} sent {size} bytes, not {announced}", status=400)
         return ObjectInfo(bucket, path, size, content_type)
 
     async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:

@@ -37,6 +37,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
                 base_url=settings.fal_queue_url,
                 poll_interval=settings.fal_poll_seconds,
                 timeout=timeout,
+                max_connections=settings.provider_max_connections,
             )
         if name == "runway" and settings.runway_api_secret is not None:
             providers["runway"] = RunwayProvider(
@@ -46,6 +47,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
                 poll_interval=settings.runway_poll_seconds,
                 enforce_min_interval=settings.runway_enforce_min_poll,
                 timeout=timeout,
+                max_connections=settings.provider_max_connections,
             )
     if not providers:
         raise ConfigurationError("no provider configured: set VIDANIM_FAL_KEY and/or VIDANIM_RUNWAY_API_SECRET")
@@ -90,7 +92,11 @@ async def assembled(
     pool = open_pool(settings.require_database_url(), size=settings.worker_db_pool_size)
     await pool.open(wait=True, timeout=30)
     own_storage = storage is None
-    http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=10.0),
+        follow_redirects=True,
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+    )
     try:
         store = storage if storage is not None else build_storage(settings, pool)
         db = ServiceDatabase(pool)

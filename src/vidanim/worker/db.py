@@ -7,6 +7,7 @@ Supabase: `postgres` over a session-mode or direct connection).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from vidanim.errors import VidanimError, from_sqlstate
 from vidanim.jobs import Job
 
+DB_ATTEMPTS = 4
 SET_SERVICE_ROLE: LiteralString = "set role service_role"
 CLAIM: LiteralString = "select * from public.claim_video_jobs(%s, %s, %s)"
 RENEW: LiteralString = "select * from public.renew_video_job_leases(%s, %s, %s)"
@@ -53,6 +55,7 @@ def open_pool(dsn: str, *, size: int = 10) -> AsyncConnectionPool[psycopg.AsyncC
         kwargs={"autocommit": True, "row_factory": dict_row},
         configure=_as_service_role,
         open=False,
+        timeout=60.0,
     )
 
 
@@ -61,20 +64,28 @@ class ServiceDatabase:
         self.pool = pool
 
     async def _rows(self, query: LiteralString, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query, params)
-                rows: list[dict[str, Any]] = await cur.fetchall()
-                return rows
-        except psycopg.Error as exc:
-            if exc.sqlstate is None or exc.sqlstate.startswith("08"):
-                raise
-            raise from_sqlstate(
-                exc.sqlstate,
-                exc.diag.message_primary or str(exc),
-                detail=exc.diag.message_detail,
-                hint=exc.diag.message_hint,
-            ) from exc
+        for attempt in range(DB_ATTEMPTS):
+            try:
+                async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(query, params)
+                    rows: list[dict[str, Any]] = await cur.fetchall()
+                    return rows
+            except (PoolTimeout, psycopg.OperationalError):
+                # A busy pool or a dropped connection: every call here is safe to repeat
+                # (status updates are idempotent, a lost claim's lease simply expires).
+                if attempt + 1 == DB_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+            except psycopg.Error as exc:
+                if exc.sqlstate is None:
+                    raise
+                raise from_sqlstate(
+                    exc.sqlstate,
+                    exc.diag.message_primary or str(exc),
+                    detail=exc.diag.message_detail,
+                    hint=exc.diag.message_hint,
+                ) from exc
+        raise AssertionError("unreachable")
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: int) -> list[Job]:
         return [Job.from_row(r) for r in await self._rows(CLAIM, (worker_id, limit, lease_seconds))]

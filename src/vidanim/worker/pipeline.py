@@ -47,6 +47,9 @@ PROVIDER_CANCELED = "The provider stopped working on this video."
 # Polls slow down by this factor up to twice the provider's cadence.
 POLL_GROWTH = 1.25
 DELIVERY_ATTEMPTS = 4
+# Videos streamed at once per worker; more would only split the bandwidth (and see
+# MAX_IN_FLIGHT in providers/base.py for why requests wait on our semaphore).
+MAX_DOWNLOADS = 16
 
 
 @dataclass
@@ -89,6 +92,7 @@ class JobPipeline:
         self.order = [p for p in settings.provider_order() if p in providers]
         self.http = http
         self.worker_id = settings.worker_id
+        self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
 
     def _fields(self, job: Job, **extra: Any) -> dict[str, Any]:
         return {"job_id": str(job.id), "user_id": str(job.user_id), "worker_id": self.worker_id, **extra}
@@ -277,13 +281,14 @@ class JobPipeline:
             log_event(log, "upload.started", **fields, source=safe_url(status.output_url))
             try:
                 assert status.output_url is not None
-                info = await copy_video(
-                    self.http,
-                    status.output_url,
-                    self.storage,
-                    job.output_path,
-                    max_bytes=self.settings.output_max_bytes,
-                )
+                async with self._downloads:
+                    info = await copy_video(
+                        self.http,
+                        status.output_url,
+                        self.storage,
+                        job.output_path,
+                        max_bytes=self.settings.output_max_bytes,
+                    )
                 log_event(log, "upload.completed", **fields, size=info.size)
             except ObjectExists:
                 info = await self.storage.info(OUTPUT_BUCKET, job.output_path)

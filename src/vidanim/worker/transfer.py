@@ -45,8 +45,13 @@ async def copy_video(http: httpx.AsyncClient, url: str, storage: Storage, path: 
             length = response.headers.get("content-length")
             if length is not None and int(length) > max_bytes:
                 raise BadOutput("The provider's video is larger than allowed.")
+            size = int(length) if length is not None and "content-encoding" not in response.headers else None
             return await storage.upload(
-                OUTPUT_BUCKET, path, _checked(response.aiter_bytes(CHUNK), max_bytes), content_type="video/mp4"
+                OUTPUT_BUCKET,
+                path,
+                _checked(response.aiter_bytes(), max_bytes),
+                content_type="video/mp4",
+                size=size,
             )
     except httpx.TransportError as exc:
         raise OutputUnavailable(f"output download failed ({type(exc).__name__})") from exc

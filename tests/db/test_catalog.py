@@ -22,6 +22,7 @@ SERVICE_API = {
     "reset_video_quota",
     "set_video_quota_limits",
     "set_video_quota_defaults",
+    "expire_video_outputs",
 }
 
 FUNCTIONS = """

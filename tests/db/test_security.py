@@ -23,6 +23,7 @@ SERVICE_CALLS = [
     "select public.reset_video_quota(%(user)s)",
     "select public.set_video_quota_limits(%(user)s, 1000, 1000)",
     "select public.set_video_quota_defaults(1000, 1000)",
+    "select * from public.expire_video_outputs(interval '0')",
 ]
 
 

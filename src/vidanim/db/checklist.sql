@@ -52,7 +52,7 @@ select to_regprocedure('public.service_update_video_job_status(uuid,text,text,te
       where p.pronamespace = 'public'::regnamespace
         and p.proname in ('service_update_video_job_status', 'claim_video_jobs', 'renew_video_job_leases',
                           'release_video_jobs', 'schedule_video_job_retry', 'reset_video_quota',
-                          'set_video_quota_limits', 'set_video_quota_defaults')
+                          'set_video_quota_limits', 'set_video_quota_defaults', 'expire_video_outputs')
         and (has_function_privilege('anon', p.oid, 'EXECUTE')
              or has_function_privilege('authenticated', p.oid, 'EXECUTE')));
 

@@ -27,6 +27,11 @@ lint: $(STAMP)
 ## make bench: the benchmarks; figures go to docs/performance.md
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_requests.py
+	$(BIN)/python scripts/bench_worker.py
+
+## make demo: image -> job -> provider simulator -> stored, playable MP4 (embedded everything)
+demo: $(STAMP)
+	$(BIN)/vidanim demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -172,6 +173,20 @@ def simulator(
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+@app.command("demo")
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where the finished video is left.")] = Path("demo-output"),
+) -> None:
+    """Run the whole flow on this machine: image -> job -> provider simulator -> stored video."""
+    from vidanim import demo as demo_flow
+    from vidanim.db.embedded import EmbeddedPostgresError
+
+    try:
+        demo_flow.run(output_dir, say=typer.echo)
+    except EmbeddedPostgresError as exc:
+        raise fail(str(exc), 2) from None
 
 
 def main() -> None:

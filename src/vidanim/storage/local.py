@@ -51,6 +51,34 @@ ALLOW_DELETE: LiteralString = "select set_config('storage.allow_delete_query', '
 CHUNK = 1024 * 1024
 
 
+class LocalSigner:
+    """Signed URLs for local storage: HS256 tokens naming one object, with an expiry.
+
+    Shared by the storage server (which checks them) and by clients that hand URLs out.
+    """
+
+    def __init__(self, secret: str | None, base_url: str | None = None):
+        # A key of exactly 32 bytes whatever the secret's length (HS256 wants >= 32).
+        self._key = hashlib.sha256((secret or secrets.token_urlsafe(32)).encode()).digest()
+        self.base_url = base_url
+
+    def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:
+        check_object_name(path)
+        if self.base_url is None:
+            raise StorageError("local storage is not serving signed URLs (no base URL)", status=503)
+        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
+        token = jwt.encode({"url": f"{bucket}/{path}", "exp": expires_at}, self._key, algorithm="HS256")
+        return SignedUrl(f"{self.base_url}/object/sign/{quote(bucket)}/{quote(path)}?token={token}", expires_at)
+
+    def verify(self, bucket: str, path: str, token: str) -> str | None:
+        """None if the token grants this object now, else the Supabase error code."""
+        try:
+            claims = jwt.decode(token, self._key, algorithms=["HS256"], options={"require": ["exp", "url"]})
+        except jwt.PyJWTError:  # expired, tampered, malformed
+            return "InvalidJWT"
+        return None if claims.get("url") == f"{bucket}/{path}" else "InvalidSignature"
+
+
 class LocalStorage:
     def __init__(
         self,
@@ -62,9 +90,7 @@ class LocalStorage:
     ):
         self.root = Path(root)
         self.pool = pool
-        # A key of exactly 32 bytes whatever the secret's length (HS256 wants >= 32).
-        self._key = hashlib.sha256((signing_secret or secrets.token_urlsafe(32)).encode()).digest()
-        self.public_url = public_url
+        self.signer = LocalSigner(signing_secret, public_url)
         self._server: QuietThreadingHTTPServer | None = None
 
     # signed-URL server ----------------------------------------------------------
@@ -73,8 +99,12 @@ class LocalStorage:
         self._server = QuietThreadingHTTPServer((host, port), _handler(self))
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         bound_host, bound_port = self._server.server_address[:2]
-        self.public_url = f"http://{bound_host!s}:{bound_port}"
-        return self.public_url
+        self.signer.base_url = f"http://{bound_host!s}:{bound_port}"
+        return self.signer.base_url
+
+    @property
+    def public_url(self) -> str | None:
+        return self.signer.base_url
 
     def file_path(self, bucket: str, path: str) -> Path:
         check_object_name(path)
@@ -140,12 +170,7 @@ class LocalStorage:
         return ObjectInfo(bucket, path, size, content_type)
 
     async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:
-        check_object_name(path)
-        if self.public_url is None:
-            raise StorageError("local storage is not serving signed URLs (call serve())", status=503)
-        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
-        token = jwt.encode({"url": f"{bucket}/{path}", "exp": expires_at}, self._key, algorithm="HS256")
-        return SignedUrl(f"{self.public_url}/object/sign/{quote(bucket)}/{quote(path)}?token={token}", expires_at)
+        return self.signer.sign(bucket, path, expires_in)
 
     async def delete(self, bucket: str, paths: list[str]) -> None:
         files = [self.file_path(bucket, p) for p in paths]
@@ -162,14 +187,8 @@ class LocalStorage:
             self._server.server_close()
             self._server = None
 
-    # used by the HTTP handler (a thread) -----------------------------------------------
     def verify(self, bucket: str, path: str, token: str) -> str | None:
-        """None if the token grants this object now, else the Supabase error code."""
-        try:
-            claims = jwt.decode(token, self._key, algorithms=["HS256"], options={"require": ["exp", "url"]})
-        except jwt.PyJWTError:  # expired, tampered, malformed
-            return "InvalidJWT"
-        return None if claims.get("url") == f"{bucket}/{path}" else "InvalidSignature"
+        return self.signer.verify(bucket, path, token)
 
 
 def _handler(storage: LocalStorage) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,183 @@
+"""VidanimClient: the user-facing operations over any transport."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vidanim.client.transport import Transport
+from vidanim.errors import InvalidInput, NotFound
+from vidanim.jobs import TERMINAL, Job
+
+INPUT_BUCKET = "video-inputs"
+OUTPUT_BUCKET = "video-outputs"
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+@dataclass(frozen=True)
+class Quota:
+    daily_limit: int
+    used: int
+    remaining: int
+    max_active_jobs: int
+    active_jobs: int
+    resets_at: datetime
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    status: str
+    provider: str | None
+    provider_status: str | None
+    error_code: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job, and for a completed one a fresh signed URL to its video."""
+
+    job: Job
+    video_url: str | None = None
+    video_url_expires_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        return self.job.status
+
+
+def parse_job(row: dict[str, Any]) -> Job:
+    """A job from a database row or from PostgREST's JSON (strings for ids and times)."""
+    values = dict(row)
+    for key in ("id", "user_id"):
+        if isinstance(values.get(key), str):
+            values[key] = uuid.UUID(values[key])
+    for key in ("next_attempt_at", "locked_until", "created_at", "updated_at", "started_at", "completed_at"):
+        if isinstance(values.get(key), str):
+            values[key] = datetime.fromisoformat(values[key])
+    return Job.from_row(values)
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+class VidanimClient:
+    def __init__(self, transport: Transport):
+        self.transport = transport
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.transport.user_id
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> VidanimClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # images ----------------------------------------------------------------------
+    def upload_image(self, image: Path | bytes, *, name: str | None = None) -> str:
+        """Upload an input image into the user's folder; returns its object name."""
+        if isinstance(image, Path):
+            data = image.read_bytes()
+            name = name or f"{uuid.uuid4().hex[:8]}-{image.name}"
+        else:
+            data = image
+            name = name or f"{uuid.uuid4().hex}.png"
+        suffix = Path(name).suffix.lower()
+        content_type = IMAGE_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or ""
+        if suffix not in IMAGE_TYPES:
+            raise InvalidInput(f"{name}: the image must be a .png, .jpg, .jpeg or .webp file")
+        path = f"{self.user_id}/{name}"
+        self.transport.upload(INPUT_BUCKET, path, data, content_type)
+        return path
+
+    # jobs ----------------------------------------------------------------------------
+    def request_animation(
+        self,
+        image_path: str,
+        prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        client_request_id: str | None = None,
+    ) -> Job:
+        """Create a job (or get the one this client_request_id already made)."""
+        rows = self.transport.rpc(
+            "request_video_animation",
+            {
+                "p_input_image_path": image_path,
+                "p_prompt": prompt,
+                "p_options": options or {},
+                "p_client_request_id": client_request_id or str(uuid.uuid4()),
+            },
+        )
+        return parse_job(rows[0])
+
+    def get_job(self, job_id: uuid.UUID | str, *, url_expires_in: int = 3600) -> JobView:
+        """The job; when completed, with a freshly signed URL (an old URL is never a dead end)."""
+        rows = self.transport.jobs(uuid.UUID(str(job_id)))
+        if not rows:
+            raise NotFound(f"video job {job_id} not found")
+        job = parse_job(rows[0])
+        if job.status == "completed" and job.output_video_path:
+            signed = self.transport.sign(OUTPUT_BUCKET, job.output_video_path, url_expires_in)
+            return JobView(job, signed.url, signed.expires_at)
+        return JobView(job)
+
+    def list_jobs(self, limit: int = 50) -> list[Job]:
+        return [parse_job(r) for r in self.transport.jobs(limit=limit)]
+
+    def timeline(self, job_id: uuid.UUID | str) -> list[TimelineEvent]:
+        return [
+            TimelineEvent(
+                r["status"], r.get("provider"), r.get("provider_status"), r.get("error_code"), _time(r["created_at"])
+            )
+            for r in self.transport.events(uuid.UUID(str(job_id)))
+        ]
+
+    def cancel(self, job_id: uuid.UUID | str) -> Job:
+        return parse_job(self.transport.rpc("cancel_video_job", {"p_job_id": str(job_id)})[0])
+
+    def quota(self) -> Quota:
+        row = self.transport.rpc("get_video_quota", {})[0]
+        return Quota(
+            row["daily_limit"],
+            row["used"],
+            row["remaining"],
+            row["max_active_jobs"],
+            row["active_jobs"],
+            _time(row["resets_at"]),
+        )
+
+    def wait(
+        self,
+        job_id: uuid.UUID | str,
+        *,
+        timeout: float = 900.0,
+        poll_seconds: float = 1.0,
+        on_change: Callable[[JobView], None] | None = None,
+    ) -> JobView:
+        """Follow a job until it ends; `on_change` sees every new status or provider status."""
+        deadline = time.monotonic() + timeout
+        seen: tuple[str, str | None] | None = None
+        while True:
+            view = self.get_job(job_id)
+            state = (view.job.status, view.job.provider_status)
+            if state != seen:
+                seen = state
+                if on_change:
+                    on_change(view)
+            if view.job.status in TERMINAL:
+                return view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"video job {job_id} did not finish within {timeout:g} s")
+            time.sleep(poll_seconds)

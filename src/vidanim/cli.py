@@ -21,6 +21,16 @@ app = typer.Typer(
 db_app = typer.Typer(help="Apply and inspect the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
+
+def _register_commands() -> None:
+    from vidanim.commands import animate, jobs, quota, storage
+
+    app.add_typer(jobs.app, name="jobs")
+    app.add_typer(quota.app, name="quota")
+    app.add_typer(storage.app, name="storage")
+    app.command("animate")(animate.animate)
+
+
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
@@ -187,6 +197,9 @@ def demo(
         demo_flow.run(output_dir, say=typer.echo)
     except EmbeddedPostgresError as exc:
         raise fail(str(exc), 2) from None
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -78,8 +78,15 @@ class Settings(DatabaseSettings):
     storage_backend: Literal["local", "supabase"] = "local"
     local_storage_dir: Path = Path(".vidanim/storage")
     local_storage_secret: SecretStr | None = None
+    # where a running worker serves local signed URLs (it prints its address); clients sign for it
+    local_storage_url: str | None = None
     supabase_url: str | None = None
     supabase_service_role_key: SecretStr | None = None
+    supabase_anon_key: SecretStr | None = None
+
+    # verifying users' access tokens (client over a direct connection)
+    jwt_secret: SecretStr | None = None  # Supabase's legacy HS256 JWT secret
+    jwks_url: str | None = None  # {SUPABASE_URL}/auth/v1/.well-known/jwks.json for asymmetric keys
 
     # logs
     log_format: Literal["kv", "json"] = "kv"

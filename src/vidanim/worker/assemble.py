@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
@@ -68,7 +69,12 @@ def build_storage(settings: Settings, pool: AsyncConnectionPool[Any]) -> Storage
         pool=pool,
         signing_secret=settings.local_storage_secret.get_secret_value() if settings.local_storage_secret else None,
     )
-    local.serve()
+    if settings.local_storage_url:
+        # Serve where clients expect signed URLs to point.
+        parts = urlsplit(settings.local_storage_url)
+        local.serve(parts.hostname or "127.0.0.1", parts.port or 80)
+    else:
+        local.serve()
     return local
 
 

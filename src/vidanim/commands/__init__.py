@@ -1,0 +1,1 @@
+"""The operator and user commands of the `vidanim` CLI (thin: settings, one call, output)."""

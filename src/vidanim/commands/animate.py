@@ -1,0 +1,79 @@
+"""`vidanim animate IMAGE`: request a video as a user, and follow it live."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidanim.client import JobView, PostgresTransport, SupabaseTransport, VidanimClient
+from vidanim.commands.common import DatabaseUrl, JsonOut, emit_json, fail, handled, settings, user_client
+from vidanim.settings import Settings
+from vidanim.storage.local import LocalSigner
+
+
+def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimClient:
+    if user is not None and token is not None:
+        raise typer.BadParameter("give --user or --access-token, not both")
+    if user is not None:
+        return user_client(s, user)
+    if token is None:
+        raise typer.BadParameter("say who asks: --access-token TOKEN (a user's), or --user UUID (operators)")
+    if s.storage_backend == "supabase" and s.supabase_url and s.supabase_anon_key is not None:
+        return VidanimClient(SupabaseTransport(s.supabase_url, s.supabase_anon_key.get_secret_value(), token))
+    signer = LocalSigner(
+        s.local_storage_secret.get_secret_value() if s.local_storage_secret else None, s.local_storage_url
+    )
+    return VidanimClient(
+        PostgresTransport.from_token(
+            s.require_database_url(),
+            token,
+            jwt_secret=s.jwt_secret.get_secret_value() if s.jwt_secret else None,
+            jwks_url=s.jwks_url,
+            storage_root=s.local_storage_dir,
+            signer=signer,
+        )
+    )
+
+
+def animate(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A PNG, JPEG or WebP.")],
+    prompt: Annotated[str | None, typer.Option(help="What should move, and how.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end, live.")] = False,
+    user: Annotated[uuid.UUID | None, typer.Option(help="Act as this user (operators, direct database).")] = None,
+    access_token: Annotated[
+        str | None,
+        typer.Option(envvar="VIDANIM_ACCESS_TOKEN", show_default=False, help="A signed-in user's access token."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 900.0,
+    database_url: DatabaseUrl = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Upload IMAGE and request an animation of it."""
+    s = settings(database_url)
+    with handled(), _client(s, user, access_token) as client:
+        path = client.upload_image(image)
+        job = client.request_animation(path, prompt=prompt)
+        if not json_out:
+            typer.echo(f"job {job.id} {job.status} (image {path})")
+        view = JobView(job)
+        if wait:
+
+            def show(v: JobView) -> None:
+                if not json_out:
+                    raw = f" [{v.job.provider}: {v.job.provider_status}]" if v.job.provider_status else ""
+                    typer.echo(f"  {v.job.status}{raw}")
+
+            try:
+                view = client.wait(job.id, timeout=timeout, on_change=show)
+            except TimeoutError as exc:
+                raise fail(str(exc)) from None
+    if json_out:
+        emit_json({"job": view.job, "video_url": view.video_url, "video_url_expires_at": view.video_url_expires_at})
+    elif view.status == "completed":
+        where = view.video_url or str(s.local_storage_dir / "video-outputs" / (view.job.output_video_path or ""))
+        typer.echo(f"video: {where}")
+    if view.status in ("failed", "canceled"):
+        raise fail(f"job {view.status}: {view.job.error_message or ''}".strip(), 3)

@@ -1,0 +1,147 @@
+"""`vidanim jobs list|show|cancel|retry` for operators (service role)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, LiteralString
+
+import typer
+
+from vidanim.commands.common import DatabaseUrl, JsonOut, as_service, emit_json, handled, settings, table, user_client
+from vidanim.errors import InvalidInput, NotFound
+
+app = typer.Typer(
+    help="List, inspect, cancel and retry video jobs (operators, as the service role).", no_args_is_help=True
+)
+
+LIST_JOBS: LiteralString = """
+    select id, user_id, status, provider, provider_status, attempts, created_at, completed_at, error_code
+      from public.video_jobs
+     where (%(user)s::uuid is null or user_id = %(user)s)
+       and (%(status)s::text is null or status = %(status)s)
+     order by created_at desc
+     limit %(limit)s
+"""
+GET_JOB: LiteralString = "select * from public.video_jobs where id = %s"
+TIMELINE: LiteralString = "select * from public.video_job_events where job_id = %s order by id"
+STATUSES = ("queued", "processing", "completed", "failed", "canceled")
+
+
+def _job(cur: Any, job_id: uuid.UUID) -> dict[str, Any]:
+    cur.execute(GET_JOB, (job_id,))
+    row: dict[str, Any] | None = cur.fetchone()
+    if row is None:
+        raise NotFound(f"video job {job_id} not found")
+    return row
+
+
+@app.command("list")
+def list_jobs(
+    user: Annotated[uuid.UUID | None, typer.Option(help="Only this user's jobs.")] = None,
+    status: Annotated[str | None, typer.Option(help=f"Only jobs in this status ({', '.join(STATUSES)}).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    database_url: DatabaseUrl = None,
+    json_out: JsonOut = False,
+) -> None:
+    """The newest jobs, all users unless --user."""
+    s = settings(database_url)
+    with handled():
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+        with as_service(s) as cur:
+            cur.execute(LIST_JOBS, {"user": user, "status": status, "limit": limit})
+            rows = cur.fetchall()
+    if json_out:
+        return emit_json(rows)
+    table(
+        [
+            [
+                r["id"],
+                r["user_id"],
+                r["status"],
+                r["provider"],
+                r["provider_status"],
+                r["attempts"],
+                r["created_at"],
+                r["error_code"],
+            ]
+            for r in rows
+        ],
+        ["id", "user", "status", "provider", "raw status", "attempts", "created", "error"],
+    )
+    return None
+
+
+@app.command("show")
+def show(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut = False) -> None:
+    """One job with its timeline."""
+    s = settings(database_url)
+    with handled(), as_service(s) as cur:
+        job = _job(cur, job_id)
+        cur.execute(TIMELINE, (job_id,))
+        events = cur.fetchall()
+    if json_out:
+        return emit_json({"job": job, "timeline": events})
+    for key in (
+        "id",
+        "user_id",
+        "status",
+        "input_image_path",
+        "prompt",
+        "provider",
+        "provider_task_id",
+        "provider_status",
+        "output_video_path",
+        "output_expired_at",
+        "error_code",
+        "error_message",
+        "attempts",
+        "created_at",
+        "started_at",
+        "completed_at",
+    ):
+        if job.get(key) is not None:
+            typer.echo(f"{key:>18}: {job[key]}")
+    typer.echo("")
+    table(
+        [[e["created_at"], e["status"], e["provider"], e["provider_status"], e["error_code"]] for e in events],
+        ["at", "status", "provider", "raw status", "error"],
+    )
+    return None
+
+
+@app.command("cancel")
+def cancel(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut = False) -> None:
+    """Cancel a queued or processing job on its user's behalf (same rules and refund as the user's own cancel)."""
+    s = settings(database_url)
+    with handled():
+        with as_service(s) as cur:
+            owner = _job(cur, job_id)["user_id"]
+        with user_client(s, owner) as client:
+            job = client.cancel(job_id)
+    if json_out:
+        return emit_json(job)
+    typer.echo(f"canceled {job.id}")
+    return None
+
+
+@app.command("retry")
+def retry(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut = False) -> None:
+    """Create a new job from a failed (or canceled) one, on its user's behalf; charged as a new job.
+
+    Retrying the same job twice returns the same new job (its client_request_id is derived).
+    """
+    s = settings(database_url)
+    with handled():
+        with as_service(s) as cur:
+            old = _job(cur, job_id)
+        if old["status"] not in ("failed", "canceled"):
+            raise InvalidInput(f"video job {job_id} is {old['status']}: only failed or canceled jobs are retried")
+        with user_client(s, old["user_id"]) as client:
+            job = client.request_animation(
+                old["input_image_path"], old["prompt"], old["options"], client_request_id=f"retry:{job_id}"
+            )
+    if json_out:
+        return emit_json(job)
+    typer.echo(f"retry of {job_id}: new job {job.id} ({job.status})")
+    return None

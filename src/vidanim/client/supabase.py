@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import jwt
 
 from vidanim.errors import NotSignedIn, VidanimError, from_sqlstate
@@ -49,8 +50,12 @@ class SupabaseTransport:
         if "sub" not in claims:
             raise NotSignedIn("the access token names no user")
         self._user_id = uuid.UUID(str(claims["sub"]))
+        # One HTTP client of our own for PostgREST and Storage, so close() releases it.
+        self._http = httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
         self.client = create_client(
-            supabase_url, anon_key, options=ClientOptions(headers={"Authorization": f"Bearer {access_token}"})
+            supabase_url,
+            anon_key,
+            options=ClientOptions(headers={"Authorization": f"Bearer {access_token}"}, httpx_client=self._http),
         )
 
     @property
@@ -108,4 +113,4 @@ class SupabaseTransport:
         return SignedUrl(str(url), datetime.now(UTC) + timedelta(seconds=expires_in))
 
     def close(self) -> None:
-        pass
+        self._http.close()

@@ -1,0 +1,321 @@
+"""The client's behaviour, the same over both transports where the transport allows.
+
+`postgres`: a direct connection acting as the user after verifying the token.
+`supabase`: supabase-py against a loopback PostgREST + Storage stand-in that runs
+every call on the same real database as that user (tests/support/fake_supabase_api.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from tests.db.helpers import claim, update_status
+from tests.support.fake_supabase_api import FakeSupabaseApi
+from tests.support.seed import create_user, put_object, set_limits
+from vidanim import errors
+from vidanim.client import PostgresTransport, SupabaseTransport, VidanimClient
+from vidanim.storage.base import StorageError
+from vidanim.storage.local import LocalSigner
+
+SECRET = "client-tests-jwt-secret-with-enough-length!!"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+
+def token_for(user: uuid.UUID, **overrides) -> str:
+    claims = {
+        "sub": str(user),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+        **overrides,
+    }
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def make_client(request, modern_db, tmp_path):
+    clients = []
+    api = None
+    if request.param == "supabase":
+        api = FakeSupabaseApi(modern_db.dsn, SECRET).__enter__()
+
+    def build(user: uuid.UUID) -> VidanimClient:
+        if request.param == "postgres":
+            transport = PostgresTransport.from_token(
+                modern_db.dsn,
+                token_for(user),
+                jwt_secret=SECRET,
+                storage_root=tmp_path / "store",
+                signer=LocalSigner("s", "http://127.0.0.1:9"),
+            )
+        else:
+            transport = SupabaseTransport(api.url, api.anon_key(), token_for(user))
+        client = VidanimClient(transport)
+        clients.append(client)
+        return client
+
+    build.kind = request.param
+    yield build
+    for c in clients:
+        c.close()
+    if api is not None:
+        api.__exit__()
+
+
+@pytest.fixture
+def conn(modern_db):
+    with modern_db.connect() as c:
+        yield c
+
+
+def complete(conn, job) -> None:
+    claim(conn, "w")
+    update_status(conn, job.id, "processing", provider="fal", provider_task_id="t", worker_id="w")
+    path = f"{job.user_id}/{job.id}.mp4"
+    put_object(conn, "video-outputs", path, mimetype="video/mp4")
+    update_status(conn, job.id, "completed", output_video_path=path, worker_id="w")
+
+
+def test_upload_request_and_read_back_a_job(make_client, conn):
+    user = create_user(conn)
+    client = make_client(user)
+    path = client.upload_image(PNG, name="cat.png")
+    assert path == f"{user}/cat.png"
+    job = client.request_animation(path, prompt="wave", options={"duration": 5})
+    assert (job.status, job.user_id, job.prompt, job.options) == ("queued", user, "wave", {"duration": 5})
+    assert job.client_request_id, "a client_request_id is generated when none is given"
+    view = client.get_job(job.id)
+    assert view.job.id == job.id
+    assert view.video_url is None
+    assert [j.id for j in client.list_jobs()] == [job.id]
+    assert [e.status for e in client.timeline(job.id)] == ["queued"]
+
+
+def test_the_same_client_request_id_returns_the_same_job(make_client, conn):
+    user = create_user(conn)
+    client = make_client(user)
+    path = client.upload_image(PNG, name="a.png")
+    first = client.request_animation(path, client_request_id="click-1")
+    assert client.request_animation(path, client_request_id="click-1").id == first.id
+    with pytest.raises(errors.IdempotencyMismatch):
+        client.request_animation(path, prompt="other", client_request_id="click-1")
+
+
+def test_a_completed_job_comes_with_a_fresh_signed_url_every_time(make_client, conn):
+    user = create_user(conn)
+    client = make_client(user)
+    job = client.request_animation(client.upload_image(PNG, name="a.png"))
+    complete(conn, job)
+    first = client.get_job(job.id, url_expires_in=60)
+    assert first.status == "completed"
+    assert first.video_url is not None
+    assert f"video-outputs/{user}/{job.id}.mp4" in first.video_url
+    assert first.video_url_expires_at > datetime.now(UTC)
+    later = client.get_job(job.id, url_expires_in=600)
+    assert later.video_url_expires_at > first.video_url_expires_at
+
+
+def test_users_see_only_their_own_jobs(make_client, conn):
+    alice, bob = create_user(conn), create_user(conn)
+    a, b = make_client(alice), make_client(bob)
+    job = a.request_animation(a.upload_image(PNG, name="a.png"))
+    assert b.list_jobs() == []
+    with pytest.raises(errors.NotFound):
+        b.get_job(job.id)
+    with pytest.raises(errors.NotFound):
+        b.cancel(job.id)
+
+
+def test_quota_and_its_errors_are_typed(make_client, conn):
+    user = create_user(conn)
+    set_limits(conn, user, 1, 5)
+    client = make_client(user)
+    path = client.upload_image(PNG, name="a.png")
+    client.request_animation(path)
+    q = client.quota()
+    assert (q.daily_limit, q.used, q.remaining, q.active_jobs) == (1, 1, 0, 1)
+    with pytest.raises(errors.QuotaExceeded) as info:
+        client.request_animation(path)
+    assert info.value.resets_at == q.resets_at
+    set_limits(conn, user, 10, 1)
+    with pytest.raises(errors.TooManyActiveJobs):
+        client.request_animation(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("{user}/missing.png", errors.NotFound),
+        ("{other}/a.png", errors.InvalidInput),
+        ("{user}/../x.png", errors.InvalidInput),
+    ],
+)
+def test_bad_requests_map_to_typed_errors(make_client, conn, path, error):
+    user = create_user(conn)
+    client = make_client(user)
+    with pytest.raises(error):
+        client.request_animation(path.format(user=user, other=uuid.uuid4()))
+
+
+def test_cancel_then_cancel_again_is_a_conflict(make_client, conn):
+    user = create_user(conn)
+    client = make_client(user)
+    job = client.request_animation(client.upload_image(PNG, name="a.png"))
+    assert client.cancel(job.id).status == "canceled"
+    with pytest.raises(errors.Conflict):
+        client.cancel(job.id)
+
+
+def test_wait_follows_the_job_to_its_end(make_client, conn, modern_db):
+    user = create_user(conn)
+    client = make_client(user)
+    job = client.request_animation(client.upload_image(PNG, name="a.png"))
+    seen = []
+
+    def worker() -> None:
+        time.sleep(0.3)
+        with modern_db.connect() as c:
+            complete(c, job)
+
+    threading.Thread(target=worker).start()
+    view = client.wait(job.id, timeout=10, poll_seconds=0.05, on_change=lambda v: seen.append(v.status))
+    assert view.status == "completed"
+    assert view.video_url
+    assert seen[0] == "queued"
+    assert seen[-1] == "completed"
+
+
+def test_wait_gives_up_at_its_timeout(make_client, conn):
+    user = create_user(conn)
+    client = make_client(user)
+    job = client.request_animation(client.upload_image(PNG, name="a.png"))
+    with pytest.raises(TimeoutError):
+        client.wait(job.id, timeout=0.2, poll_seconds=0.05)
+
+
+def test_uploads_outside_the_image_types_are_refused_before_sending(make_client, conn):
+    client = make_client(create_user(conn))
+    with pytest.raises(errors.InvalidInput):
+        client.upload_image(b"x", name="a.gif")
+
+
+def test_an_image_cannot_be_uploaded_twice_under_one_name(make_client, conn):
+    client = make_client(create_user(conn))
+    client.upload_image(PNG, name="a.png")
+    with pytest.raises(StorageError):
+        client.upload_image(PNG, name="a.png")
+
+
+# Postgres transport only: it verifies the token itself -------------------------------------
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"exp": datetime.now(UTC) - timedelta(seconds=5)},
+        {"aud": "someone-else"},
+        {"secret": "wrong" * 10},
+        {"role": "service_role"},
+    ],
+)
+def test_the_postgres_transport_refuses_bad_tokens(modern_db, conn, overrides):
+    user = create_user(conn)
+    secret = overrides.pop("secret", SECRET)
+    claims = {
+        "sub": str(user),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+        **overrides,
+    }
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    with pytest.raises(errors.NotSignedIn):
+        PostgresTransport.from_token(modern_db.dsn, token, jwt_secret=SECRET)
+
+
+def test_the_postgres_transport_verifies_jwks_signing_keys(modern_db, conn):
+    import http.server
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwks = json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]}).encode()
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(jwks)))
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        user = create_user(conn)
+        token = jwt.encode(
+            {
+                "sub": str(user),
+                "role": "authenticated",
+                "aud": "authenticated",
+                "exp": datetime.now(UTC) + timedelta(hours=1),
+            },
+            key,
+            algorithm="ES256",
+            headers={"kid": "k1"},
+        )
+        url = f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json"
+        transport = PostgresTransport.from_token(modern_db.dsn, token, jwks_url=url)
+        assert transport.user_id == user
+        transport.close()
+        forged = jwt.encode(
+            {"sub": str(user), "aud": "authenticated", "exp": datetime.now(UTC) + timedelta(hours=1)},
+            ec.generate_private_key(ec.SECP256R1()),
+            algorithm="ES256",
+            headers={"kid": "k1"},
+        )
+        with pytest.raises(errors.NotSignedIn):
+            PostgresTransport.from_token(modern_db.dsn, forged, jwks_url=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Supabase transport only: Supabase verifies, and says so in PostgREST's words ------------------
+def test_the_supabase_transport_maps_an_expired_token(modern_db, conn):
+    user = create_user(conn)
+    with FakeSupabaseApi(modern_db.dsn, SECRET) as api:
+        expired = jwt.encode(
+            {
+                "sub": str(user),
+                "role": "authenticated",
+                "aud": "authenticated",
+                "exp": datetime.now(UTC) - timedelta(seconds=5),
+            },
+            SECRET,
+            algorithm="HS256",
+        )
+        with (
+            VidanimClient(SupabaseTransport(api.url, api.anon_key(), expired)) as client,
+            pytest.raises(errors.NotSignedIn),
+        ):
+            client.quota()
+
+
+def test_the_supabase_transport_upload_into_another_folder_is_denied(modern_db, conn):
+    user = create_user(conn)
+    with FakeSupabaseApi(modern_db.dsn, SECRET) as api:
+        transport = SupabaseTransport(api.url, api.anon_key(), token_for(user))
+        with pytest.raises(StorageError) as info:
+            transport.upload("video-inputs", f"{uuid.uuid4()}/x.png", PNG, "image/png")
+        transport.close()
+    assert "refused" in str(info.value)

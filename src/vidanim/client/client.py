@@ -14,6 +14,7 @@ from typing import Any
 from vidanim.client.transport import Transport
 from vidanim.errors import InvalidInput, NotFound
 from vidanim.jobs import TERMINAL, Job
+from vidanim.storage.base import StorageError
 
 INPUT_BUCKET = "video-inputs"
 OUTPUT_BUCKET = "video-outputs"
@@ -129,7 +130,12 @@ class VidanimClient:
             raise NotFound(f"video job {job_id} not found")
         job = parse_job(rows[0])
         if job.status == "completed" and job.output_video_path:
-            signed = self.transport.sign(OUTPUT_BUCKET, job.output_video_path, url_expires_in)
+            try:
+                signed = self.transport.sign(OUTPUT_BUCKET, job.output_video_path, url_expires_in)
+            except StorageError as exc:
+                if exc.status != 503:
+                    raise
+                return JobView(job)  # this transport cannot sign here (local storage without a server)
             return JobView(job, signed.url, signed.expires_at)
         return JobView(job)
 

@@ -13,10 +13,12 @@ from typing import Annotated, Any, LiteralString
 import psycopg
 import typer
 from psycopg.rows import dict_row
+from pydantic import SecretStr
 
 from vidanim.client import PostgresTransport, VidanimClient
 from vidanim.errors import VidanimError, from_sqlstate
 from vidanim.settings import Settings
+from vidanim.storage.base import StorageError
 from vidanim.storage.local import LocalSigner
 
 DatabaseUrl = Annotated[
@@ -44,7 +46,7 @@ def settings(database_url: str | None) -> Settings:
     except Exception as exc:  # pydantic's ValidationError, with the setting's name
         raise fail(f"invalid settings: {exc}".splitlines()[0], 2) from None
     if database_url:
-        values = values.model_copy(update={"database_url": database_url})
+        values = values.model_copy(update={"database_url": SecretStr(database_url)})
     try:
         values.require_database_url()
     except LookupError as exc:
@@ -59,6 +61,8 @@ def handled() -> Iterator[None]:
         yield
     except VidanimError as exc:
         raise fail(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+    except StorageError as exc:
+        raise fail(f"storage: {exc}") from None
     except psycopg.OperationalError as exc:
         raise fail(f"cannot connect to the database: {str(exc).splitlines()[0]}") from None
     except psycopg.Error as exc:

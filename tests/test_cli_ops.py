@@ -1,0 +1,301 @@
+"""Operator and user commands through typer's runner, on a real database."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from typer.testing import CliRunner
+
+from tests.db.helpers import claim, request_job, update_status
+from tests.support.seed import create_user, put_input_image, put_object
+from vidanim.cli import app
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+
+@pytest.fixture
+def env(monkeypatch, modern_db, tmp_path):
+    for key in ("VIDANIM_FAL_KEY", "VIDANIM_RUNWAY_API_SECRET", "VIDANIM_ACCESS_TOKEN", "VIDANIM_JWT_SECRET"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDANIM_DATABASE_URL", modern_db.dsn)
+    monkeypatch.setenv("VIDANIM_LOCAL_STORAGE_DIR", str(tmp_path / "store"))
+    return monkeypatch
+
+
+@pytest.fixture
+def conn(modern_db):
+    with modern_db.connect() as c:
+        yield c
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _processing(conn, job_id):
+    claim(conn, "w")
+    update_status(conn, job_id, "processing", provider="fal", provider_task_id="t", worker_id="w")
+
+
+def _complete(conn, user, job_id, store=None):
+    _processing(conn, job_id)
+    path = f"{user}/{job_id}.mp4"
+    put_object(conn, "video-outputs", path, mimetype="video/mp4")
+    if store is not None:
+        file = store / "video-outputs" / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"\0\0\0\x1cftypisom")
+    update_status(conn, job_id, "completed", output_video_path=path, worker_id="w")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["db"],
+        ["jobs"],
+        ["quota"],
+        ["storage"],
+        ["animate"],
+        ["worker"],
+        ["demo"],
+        ["simulator"],
+        ["jobs", "retry"],
+        ["storage", "cleanup"],
+    ],
+)
+def test_every_command_explains_itself(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_jobs_list_shows_every_users_jobs_and_filters(env, conn):
+    alice, bob = create_user(conn), create_user(conn)
+    a = request_job(conn, alice, put_input_image(conn, alice))
+    b = request_job(conn, bob, put_input_image(conn, bob))
+    human = invoke("jobs", "list")
+    assert human.exit_code == 0, human.output
+    assert str(a["id"]) in human.output
+    assert str(b["id"]) in human.output
+    assert human.output.splitlines()[0].split()[:3] == ["ID", "USER", "STATUS"]
+    only_bob = json.loads(invoke("jobs", "list", "--user", str(bob), "--json").output)
+    assert [j["id"] for j in only_bob] == [str(b["id"])]
+    assert json.loads(invoke("jobs", "list", "--status", "failed", "--json").output) == []
+    bad = invoke("jobs", "list", "--status", "done")
+    assert bad.exit_code == 1
+    assert "error: unknown status 'done'" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_jobs_show_prints_the_timeline(env, conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user), prompt="hello")
+    _processing(conn, job["id"])
+    result = invoke("jobs", "show", str(job["id"]))
+    assert result.exit_code == 0, result.output
+    assert "prompt: hello" in result.output
+    assert "IN_QUEUE" not in result.output
+    body = json.loads(invoke("jobs", "show", str(job["id"]), "--json").output)
+    assert [e["status"] for e in body["timeline"]] == ["queued", "processing"]
+    assert body["job"]["provider_task_id"] == "t"
+    missing = invoke("jobs", "show", str(uuid.uuid4()))
+    assert missing.exit_code == 1
+    assert "not found" in missing.output
+    invalid = invoke("jobs", "show", "not-a-uuid")
+    assert invalid.exit_code == 2
+
+
+def test_jobs_cancel_acts_for_the_user_and_refuses_an_ended_job(env, conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user))
+    result = invoke("jobs", "cancel", str(job["id"]), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "canceled"
+    again = invoke("jobs", "cancel", str(job["id"]))
+    assert again.exit_code == 1
+    assert "already ended" in again.output
+
+
+def test_jobs_retry_makes_one_new_job_from_a_failed_one(env, conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user), prompt="again", options={"duration": 5})
+    update_status(conn, job["id"], "failed", error_code="x", error_message="boom")
+    first = json.loads(invoke("jobs", "retry", str(job["id"]), "--json").output)
+    second = json.loads(invoke("jobs", "retry", str(job["id"]), "--json").output)
+    assert first["id"] == second["id"] != str(job["id"])
+    assert (first["status"], first["prompt"], first["options"]) == ("queued", "again", {"duration": 5})
+    queued = invoke("jobs", "retry", first["id"])
+    assert queued.exit_code == 1
+    assert "only failed or canceled jobs" in queued.output
+
+
+def test_quota_show_set_reset(env, conn):
+    user = create_user(conn)
+    request_job(conn, user, put_input_image(conn, user))
+    assert invoke("quota", "set", str(user), "--daily", "3", "--active", "2").exit_code == 0
+    shown = json.loads(invoke("quota", "show", str(user), "--json").output)
+    assert (shown["daily_limit"], shown["used"], shown["max_active_jobs"]) == (3, 1, 2)
+    human = invoke("quota", "show", str(user))
+    assert "DAILY LIMIT" in human.output
+    assert invoke("quota", "reset", str(user)).exit_code == 0
+    assert json.loads(invoke("quota", "show", str(user), "--json").output)["used"] == 0
+    assert invoke("quota", "set", "--default", "--daily", "7", "--active", "4").exit_code == 0
+    other = create_user(conn)
+    assert json.loads(invoke("quota", "show", str(other), "--json").output)["daily_limit"] == 7
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["quota", "set", "--daily", "1"], 2, "give a user, or --default"),
+        (["quota", "set", "{user}", "--daily", "-1"], 1, "daily limit must be between"),
+        (["quota", "reset", "{nobody}"], 1, "not found"),
+        (["quota", "reset", "{user}", "--day", "yesterday"], 2, "not a date"),
+        (["quota", "set", "--default", "--daily", "5"], 1, "default max active jobs"),
+    ],
+)
+def test_quota_errors_are_one_line(env, conn, args, code, message):
+    user = create_user(conn)
+    result = invoke(*[a.format(user=user, nobody=uuid.uuid4()) for a in args])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_storage_cleanup_expires_old_videos_and_deletes_them(env, conn, tmp_path):
+    user = create_user(conn)
+    store = tmp_path / "store"
+    old = request_job(conn, user, put_input_image(conn, user, "a.png"))
+    new = request_job(conn, user, put_input_image(conn, user, "b.png"))
+    _complete(conn, user, old["id"], store)
+    _complete(conn, user, new["id"], store)
+    conn.execute(
+        "alter table public.video_jobs disable trigger video_jobs_enforce_transition;"
+        f" update public.video_jobs set completed_at = now() - interval '40 days' where id = '{old['id']}';"
+        " alter table public.video_jobs enable trigger video_jobs_enforce_transition"
+    )
+    dry = json.loads(invoke("storage", "cleanup", "--older-than", "30d", "--dry-run", "--json").output)
+    assert [j["id"] for j in dry["jobs"]] == [str(old["id"])]
+    assert (store / "video-outputs" / f"{user}/{old['id']}.mp4").exists(), "a dry run touches nothing"
+    result = invoke("storage", "cleanup", "--older-than", "30d")
+    assert result.exit_code == 0, result.output
+    assert "expired 1 video(s)" in result.output
+    assert not (store / "video-outputs" / f"{user}/{old['id']}.mp4").exists()
+    assert (store / "video-outputs" / f"{user}/{new['id']}.mp4").exists()
+    row = conn.execute(
+        "select status, output_video_path, output_expired_at is not null from public.video_jobs where id = %s",
+        (old["id"],),
+    ).fetchone()
+    assert row == ("completed", None, True)
+    left = conn.execute("select count(*) from storage.objects where bucket_id = 'video-outputs'").fetchone()
+    assert left == (1,)
+    bad = invoke("storage", "cleanup", "--older-than", "a month")
+    assert bad.exit_code == 2
+    assert "30d" in bad.output
+
+
+def test_animate_as_a_user_with_wait_follows_the_job_live(env, conn, tmp_path, modern_db):
+    user = create_user(conn)
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+
+    def worker() -> None:
+        with modern_db.connect() as c:
+            for _ in range(200):
+                row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
+                if row:
+                    time.sleep(0.3)
+                    _complete(c, user, row[0], tmp_path / "store")
+                    return
+                time.sleep(0.05)
+
+    threading.Thread(target=worker).start()
+    result = invoke("animate", str(image), "--prompt", "wave", "--wait", "--user", str(user))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("job ")
+    assert "  queued" in lines
+    assert any(line.startswith("  completed") for line in lines)
+    assert lines[-1].startswith("video: ")
+
+
+def test_animate_with_an_access_token_verifies_it(env, conn, tmp_path):
+    user = create_user(conn)
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+    secret = "cli-test-secret-" * 3
+    env.setenv("VIDANIM_JWT_SECRET", secret)
+    token = jwt.encode(
+        {
+            "sub": str(user),
+            "role": "authenticated",
+            "aud": "authenticated",
+            "exp": datetime.now(UTC) + timedelta(minutes=5),
+        },
+        secret,
+        algorithm="HS256",
+    )
+    result = invoke("animate", str(image), "--access-token", token, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["job"]["status"] == "queued"
+    forged = jwt.encode(
+        {"sub": str(user), "aud": "authenticated", "exp": datetime.now(UTC) + timedelta(minutes=5)},
+        "another-secret-entirely-here-long-enough",
+        algorithm="HS256",
+    )
+    refused = invoke("animate", str(image), "--access-token", forged)
+    assert refused.exit_code == 1
+    assert "invalid access token" in refused.output
+
+
+def test_animate_reports_a_failed_job_with_exit_code_3(env, conn, tmp_path, modern_db):
+    user = create_user(conn)
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+
+    def worker() -> None:
+        with modern_db.connect() as c:
+            for _ in range(200):
+                row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
+                if row:
+                    update_status(
+                        c, row[0], "failed", error_code="content_moderated", error_message="The image was rejected."
+                    )
+                    return
+                time.sleep(0.05)
+
+    threading.Thread(target=worker).start()
+    result = invoke("animate", str(image), "--wait", "--user", str(user))
+    assert result.exit_code == 3
+    assert "error: job failed: The image was rejected." in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [([], "say who asks"), (["--user", "{u}", "--access-token", "x"], "not both")]
+)
+def test_animate_needs_one_identity(env, conn, tmp_path, args, message):
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+    user = create_user(conn)
+    result = invoke("animate", str(image), *[a.format(u=user) for a in args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_animate_refuses_a_non_image_before_anything_is_charged(env, conn, tmp_path):
+    user = create_user(conn)
+    doc = tmp_path / "notes.txt"
+    doc.write_text("hello")
+    result = invoke("animate", str(doc), "--user", str(user))
+    assert result.exit_code == 1
+    assert ".png, .jpg, .jpeg or .webp" in result.output
+    assert conn.execute("select count(*) from public.video_jobs").fetchone() == (0,)

@@ -9,6 +9,7 @@ from typing import Annotated
 import psycopg
 import typer
 
+from vidanim.commands.common import DatabaseUrl, JsonOut, fail
 from vidanim.db import checklist
 from vidanim.db.migrate import MigrationError, migrate, status
 from vidanim.settings import DatabaseSettings
@@ -29,24 +30,6 @@ def _register_commands() -> None:
     app.add_typer(quota.app, name="quota")
     app.add_typer(storage.app, name="storage")
     app.command("animate")(animate.animate)
-
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="VIDANIM_DATABASE_URL",
-        show_envvar=True,
-        help="PostgreSQL URL (direct or session-mode connection).",
-        show_default=False,
-    ),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _database_url(value: str | None) -> str:

@@ -65,3 +65,44 @@ def test_worker_supabase_storage_needs_its_url_and_key(env, modern_db):
     result = runner.invoke(app, ["worker", "--until-idle"])
     assert result.exit_code == 2
     assert "VIDANIM_SUPABASE_URL" in result.output
+
+
+def test_the_simulator_command_serves_both_providers_until_interrupted(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidanim", "simulator", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        assert first.strip() == f"simulator on http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        fal = httpx.post(
+            f"{base}/fal-ai/x/y", json={"image_url": "http://x/a.png"}, headers={"Authorization": "Key sim-fal-key"}
+        )
+        runway = httpx.post(
+            f"{base}/v1/image_to_video",
+            json={"promptImage": "http://x/a.png", "model": "gen4_turbo"},
+            headers={"Authorization": "Bearer sim-runway-secret", "X-Runway-Version": "2024-11-06"},
+        )
+        assert fal.json()["status"] == "IN_QUEUE"
+        assert "id" in runway.json()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        proc.wait(5)
+        if proc.stdout:
+            proc.stdout.close()
+    assert proc.returncode == 0

@@ -197,3 +197,44 @@ async def test_four_workers_and_400_jobs_complete_each_exactly_once(users, setti
     assert len(prompts) == 400
     assert len(set(prompts)) == 400, "no job was submitted twice"
     assert len(users.output_objects()) == 400
+
+
+@pytest.mark.slow
+async def test_a_real_sigterm_hands_the_lease_back_and_the_process_exits_cleanly(
+    users, modern_db, settings_for, sim, storage_dir, tmp_path
+):
+    sim.run_seconds = 30
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER_SCRIPT.replace("worker_lease_seconds=2", "worker_lease_seconds=300"),
+                modern_db.dsn,
+                sim.fal_key,
+                sim.runway_secret,
+                sim.base_url,
+                str(storage_dir),
+                "polite-worker",
+            ],
+            cwd=os.getcwd(),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while users.job(job["id"])["status"] != "processing":
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    row = users.job(job["id"])
+    assert (row["status"], row["locked_by"]) == ("processing", None), "handed back, not abandoned"
+    assert sim.cancels == [], "a shutdown is not a cancel: the task keeps running for the next worker"

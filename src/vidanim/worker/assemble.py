@@ -21,6 +21,7 @@ from vidanim.storage.supabase import SupabaseStorage
 from vidanim.worker.db import ServiceDatabase, open_pool
 from vidanim.worker.pipeline import JobPipeline
 from vidanim.worker.runner import Worker
+from vidanim.worker.transfer import tune_http_reads
 
 
 class ConfigurationError(Exception):
@@ -94,6 +95,7 @@ async def assembled(
     storage: Storage | None = None,
 ) -> AsyncIterator[WorkerApp]:
     """A ready worker and everything it holds, closed on exit."""
+    tune_http_reads()
     providers = providers if providers is not None else build_providers(settings)
     pool = open_pool(settings.require_database_url(), size=settings.worker_db_pool_size)
     await pool.open(wait=True, timeout=30)

@@ -9,10 +9,24 @@ import httpx
 from vidanim.simulator.media import looks_like_mp4
 from vidanim.storage.base import ObjectInfo, Storage
 
-CHUNK = 1024 * 1024
+# httpcore reads a response 64 KiB at a time (a class constant it does not expose
+# as an option); each read then passes through several Python layers. For a video
+# of a gigabyte that per-piece cost halved the relay's throughput, so the worker
+# lets a read take up to 1 MiB when that much is waiting. Memory stays bounded by
+# the number of concurrent downloads (MAX_DOWNLOADS) times this.
+SOCKET_READ_BYTES = 1024 * 1024
 # Provider CDNs label MP4s in more than one way.
 ACCEPTED_TYPES = ("video/mp4", "application/octet-stream", "binary/octet-stream")
 OUTPUT_BUCKET = "video-outputs"
+
+
+def tune_http_reads() -> None:
+    """Raise httpcore's per-read size for this process (see SOCKET_READ_BYTES)."""
+    import httpcore
+
+    connection = getattr(httpcore, "AsyncHTTP11Connection", None)
+    if connection is not None and getattr(connection, "READ_NUM_BYTES", 0) < SOCKET_READ_BYTES:
+        connection.READ_NUM_BYTES = SOCKET_READ_BYTES
 
 
 class OutputUrlExpired(Exception):

@@ -319,3 +319,14 @@ def test_the_supabase_transport_upload_into_another_folder_is_denied(modern_db, 
             transport.upload("video-inputs", f"{uuid.uuid4()}/x.png", PNG, "image/png")
         transport.close()
     assert "refused" in str(info.value)
+
+
+def test_creating_a_job_is_logged_with_its_ids(make_client, conn, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="vidanim")
+    user = create_user(conn)
+    client = make_client(user)
+    job = client.request_animation(client.upload_image(PNG, name="a.png"), client_request_id="req-9")
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "job.created"]
+    assert record.fields == {"job_id": str(job.id), "user_id": str(user), "client_request_id": "req-9"}

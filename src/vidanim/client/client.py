@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import time
 import uuid
@@ -14,7 +15,10 @@ from typing import Any
 from vidanim.client.transport import Transport
 from vidanim.errors import InvalidInput, NotFound
 from vidanim.jobs import TERMINAL, Job
+from vidanim.logs import log_event
 from vidanim.storage.base import StorageError
+
+log = logging.getLogger("vidanim.client")
 
 INPUT_BUCKET = "video-inputs"
 OUTPUT_BUCKET = "video-outputs"
@@ -112,16 +116,19 @@ class VidanimClient:
         client_request_id: str | None = None,
     ) -> Job:
         """Create a job (or get the one this client_request_id already made)."""
+        request_id = client_request_id or str(uuid.uuid4())
         rows = self.transport.rpc(
             "request_video_animation",
             {
                 "p_input_image_path": image_path,
                 "p_prompt": prompt,
                 "p_options": options or {},
-                "p_client_request_id": client_request_id or str(uuid.uuid4()),
+                "p_client_request_id": request_id,
             },
         )
-        return parse_job(rows[0])
+        job = parse_job(rows[0])
+        log_event(log, "job.created", job_id=str(job.id), user_id=str(job.user_id), client_request_id=request_id)
+        return job
 
     def get_job(self, job_id: uuid.UUID | str, *, url_expires_in: int = 3600) -> JobView:
         """The job; when completed, with a freshly signed URL (an old URL is never a dead end)."""

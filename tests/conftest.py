@@ -8,7 +8,7 @@ TEMPLATE), so tests are independent and fast.
 
 Grant modes: `modern` (Supabase since 2026: nothing granted by default) and
 `legacy` (older projects: every new public object granted to anon, authenticated
-and service_role). Tests using `db` run under both.
+and service_role). Every test using `db` (every test that touches SQL) runs under both.
 """
 
 from __future__ import annotations
@@ -83,16 +83,6 @@ def db(request: pytest.FixtureRequest, pg_admin_dsn: str, templates: dict[str, s
     name = _clone(pg_admin_dsn, templates[mode])
     try:
         yield Database(dsn=_dsn_for(pg_admin_dsn, name), grant_mode=mode)
-    finally:
-        _drop(pg_admin_dsn, name)
-
-
-@pytest.fixture
-def modern_db(pg_admin_dsn: str, templates: dict[str, str]) -> Iterator[Database]:
-    """A fresh migrated database in the modern grant mode only (for costly scenarios)."""
-    name = _clone(pg_admin_dsn, templates["modern"])
-    try:
-        yield Database(dsn=_dsn_for(pg_admin_dsn, name), grant_mode="modern")
     finally:
         _drop(pg_admin_dsn, name)
 

@@ -21,18 +21,18 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
 
 @pytest.fixture
-def env(monkeypatch, modern_db, tmp_path):
+def env(monkeypatch, db, tmp_path):
     for key in ("VIDANIM_FAL_KEY", "VIDANIM_RUNWAY_API_SECRET", "VIDANIM_ACCESS_TOKEN", "VIDANIM_JWT_SECRET"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VIDANIM_DATABASE_URL", modern_db.dsn)
+    monkeypatch.setenv("VIDANIM_DATABASE_URL", db.dsn)
     monkeypatch.setenv("VIDANIM_LOCAL_STORAGE_DIR", str(tmp_path / "store"))
     return monkeypatch
 
 
 @pytest.fixture
-def conn(modern_db):
-    with modern_db.connect() as c:
+def conn(db):
+    with db.connect() as c:
         yield c
 
 
@@ -203,13 +203,13 @@ def test_storage_cleanup_expires_old_videos_and_deletes_them(env, conn, tmp_path
     assert "30d" in bad.output
 
 
-def test_animate_as_a_user_with_wait_follows_the_job_live(env, conn, tmp_path, modern_db):
+def test_animate_as_a_user_with_wait_follows_the_job_live(env, conn, tmp_path, db):
     user = create_user(conn)
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
 
     def worker() -> None:
-        with modern_db.connect() as c:
+        with db.connect() as c:
             for _ in range(200):
                 row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
                 if row:
@@ -257,13 +257,13 @@ def test_animate_with_an_access_token_verifies_it(env, conn, tmp_path):
     assert "invalid access token" in refused.output
 
 
-def test_animate_reports_a_failed_job_with_exit_code_3(env, conn, tmp_path, modern_db):
+def test_animate_reports_a_failed_job_with_exit_code_3(env, conn, tmp_path, db):
     user = create_user(conn)
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
 
     def worker() -> None:
-        with modern_db.connect() as c:
+        with db.connect() as c:
             for _ in range(200):
                 row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
                 if row:

@@ -13,19 +13,19 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(monkeypatch, modern_db, tmp_path):
+def env(monkeypatch, db, tmp_path):
     for key in ("VIDANIM_FAL_KEY", "VIDANIM_RUNWAY_API_SECRET", "VIDANIM_DATABASE_URL"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
 
 
-def test_worker_until_idle_completes_the_queued_jobs(env, modern_db, tmp_path):
-    users = Users(modern_db, tmp_path / "store")
+def test_worker_until_idle_completes_the_queued_jobs(env, db, tmp_path):
+    users = Users(db, tmp_path / "store")
     user, path = users.user_with_image()
     job = users.request(user, path)
     with Simulator() as sim:
-        env.setenv("VIDANIM_DATABASE_URL", modern_db.dsn)
+        env.setenv("VIDANIM_DATABASE_URL", db.dsn)
         env.setenv("VIDANIM_FAL_KEY", sim.fal_key)
         env.setenv("VIDANIM_FAL_QUEUE_URL", sim.base_url)
         env.setenv("VIDANIM_FAL_POLL_SECONDS", "0.02")
@@ -36,8 +36,8 @@ def test_worker_until_idle_completes_the_queued_jobs(env, modern_db, tmp_path):
     assert users.job(job["id"])["status"] == "completed"
 
 
-def test_worker_without_a_provider_key_says_which_setting_is_missing(env, modern_db):
-    env.setenv("VIDANIM_DATABASE_URL", modern_db.dsn)
+def test_worker_without_a_provider_key_says_which_setting_is_missing(env, db):
+    env.setenv("VIDANIM_DATABASE_URL", db.dsn)
     result = runner.invoke(app, ["worker", "--until-idle"])
     assert result.exit_code == 2
     assert "no provider configured: set VIDANIM_FAL_KEY" in result.output
@@ -50,16 +50,16 @@ def test_worker_without_a_database_is_a_one_line_error(env):
     assert "error: no database configured" in result.output
 
 
-def test_worker_rejects_an_invalid_setting_by_name(env, modern_db):
-    env.setenv("VIDANIM_DATABASE_URL", modern_db.dsn)
+def test_worker_rejects_an_invalid_setting_by_name(env, db):
+    env.setenv("VIDANIM_DATABASE_URL", db.dsn)
     env.setenv("VIDANIM_WORKER_LEASE_SECONDS", "1")
     result = runner.invoke(app, ["worker"])
     assert result.exit_code == 2
     assert "invalid setting worker_lease_seconds" in result.output
 
 
-def test_worker_supabase_storage_needs_its_url_and_key(env, modern_db):
-    env.setenv("VIDANIM_DATABASE_URL", modern_db.dsn)
+def test_worker_supabase_storage_needs_its_url_and_key(env, db):
+    env.setenv("VIDANIM_DATABASE_URL", db.dsn)
     env.setenv("VIDANIM_FAL_KEY", "k")
     env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
     result = runner.invoke(app, ["worker", "--until-idle"])

@@ -40,16 +40,16 @@ def token_for(user: uuid.UUID, **overrides) -> str:
 
 
 @pytest.fixture(params=["postgres", "supabase"])
-def make_client(request, modern_db, tmp_path):
+def make_client(request, db, tmp_path):
     clients = []
     api = None
     if request.param == "supabase":
-        api = FakeSupabaseApi(modern_db.dsn, SECRET).__enter__()
+        api = FakeSupabaseApi(db.dsn, SECRET).__enter__()
 
     def build(user: uuid.UUID) -> VidanimClient:
         if request.param == "postgres":
             transport = PostgresTransport.from_token(
-                modern_db.dsn,
+                db.dsn,
                 token_for(user),
                 jwt_secret=SECRET,
                 storage_root=tmp_path / "store",
@@ -70,8 +70,8 @@ def make_client(request, modern_db, tmp_path):
 
 
 @pytest.fixture
-def conn(modern_db):
-    with modern_db.connect() as c:
+def conn(db):
+    with db.connect() as c:
         yield c
 
 
@@ -173,7 +173,7 @@ def test_cancel_then_cancel_again_is_a_conflict(make_client, conn):
         client.cancel(job.id)
 
 
-def test_wait_follows_the_job_to_its_end(make_client, conn, modern_db):
+def test_wait_follows_the_job_to_its_end(make_client, conn, db):
     user = create_user(conn)
     client = make_client(user)
     job = client.request_animation(client.upload_image(PNG, name="a.png"))
@@ -181,7 +181,7 @@ def test_wait_follows_the_job_to_its_end(make_client, conn, modern_db):
 
     def worker() -> None:
         time.sleep(0.3)
-        with modern_db.connect() as c:
+        with db.connect() as c:
             complete(c, job)
 
     threading.Thread(target=worker).start()
@@ -223,8 +223,9 @@ def test_an_image_cannot_be_uploaded_twice_under_one_name(make_client, conn):
         {"role": "service_role"},
     ],
 )
-def test_the_postgres_transport_refuses_bad_tokens(modern_db, conn, overrides):
+def test_the_postgres_transport_refuses_bad_tokens(db, conn, overrides):
     user = create_user(conn)
+    overrides = dict(overrides)
     secret = overrides.pop("secret", SECRET)
     claims = {
         "sub": str(user),
@@ -235,10 +236,10 @@ def test_the_postgres_transport_refuses_bad_tokens(modern_db, conn, overrides):
     }
     token = jwt.encode(claims, secret, algorithm="HS256")
     with pytest.raises(errors.NotSignedIn):
-        PostgresTransport.from_token(modern_db.dsn, token, jwt_secret=SECRET)
+        PostgresTransport.from_token(db.dsn, token, jwt_secret=SECRET)
 
 
-def test_the_postgres_transport_verifies_jwks_signing_keys(modern_db, conn):
+def test_the_postgres_transport_verifies_jwks_signing_keys(db, conn):
     import http.server
 
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -274,7 +275,7 @@ def test_the_postgres_transport_verifies_jwks_signing_keys(modern_db, conn):
             headers={"kid": "k1"},
         )
         url = f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json"
-        transport = PostgresTransport.from_token(modern_db.dsn, token, jwks_url=url)
+        transport = PostgresTransport.from_token(db.dsn, token, jwks_url=url)
         assert transport.user_id == user
         transport.close()
         forged = jwt.encode(
@@ -284,16 +285,16 @@ def test_the_postgres_transport_verifies_jwks_signing_keys(modern_db, conn):
             headers={"kid": "k1"},
         )
         with pytest.raises(errors.NotSignedIn):
-            PostgresTransport.from_token(modern_db.dsn, forged, jwks_url=url)
+            PostgresTransport.from_token(db.dsn, forged, jwks_url=url)
     finally:
         server.shutdown()
         server.server_close()
 
 
 # Supabase transport only: Supabase verifies, and says so in PostgREST's words ------------------
-def test_the_supabase_transport_maps_an_expired_token(modern_db, conn):
+def test_the_supabase_transport_maps_an_expired_token(db, conn):
     user = create_user(conn)
-    with FakeSupabaseApi(modern_db.dsn, SECRET) as api:
+    with FakeSupabaseApi(db.dsn, SECRET) as api:
         expired = jwt.encode(
             {
                 "sub": str(user),
@@ -311,9 +312,9 @@ def test_the_supabase_transport_maps_an_expired_token(modern_db, conn):
             client.quota()
 
 
-def test_the_supabase_transport_upload_into_another_folder_is_denied(modern_db, conn):
+def test_the_supabase_transport_upload_into_another_folder_is_denied(db, conn):
     user = create_user(conn)
-    with FakeSupabaseApi(modern_db.dsn, SECRET) as api:
+    with FakeSupabaseApi(db.dsn, SECRET) as api:
         transport = SupabaseTransport(api.url, api.anon_key(), token_for(user))
         with pytest.raises(StorageError) as info:
             transport.upload("video-inputs", f"{uuid.uuid4()}/x.png", PNG, "image/png")

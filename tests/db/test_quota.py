@@ -216,10 +216,10 @@ def test_a_completed_job_is_never_refunded(conn):
 
 
 @pytest.mark.slow
-def test_hundreds_of_parallel_requests_across_users_never_overshoot(modern_db):
+def test_hundreds_of_parallel_requests_across_users_never_overshoot(db):
     """25 parallel clicks per user, 12 users, limits 10/day and 4 active: exact counts."""
     users_n, clicks, daily, active = 12, 25, 10, 4
-    with modern_db.connect() as admin:
+    with db.connect() as admin:
         users = [create_user(admin) for _ in range(users_n)]
         paths = {u: put_input_image(admin, u) for u in users}
         for i, u in enumerate(users):
@@ -231,7 +231,7 @@ def test_hundreds_of_parallel_requests_across_users_never_overshoot(modern_db):
     lock = threading.Lock()
     barrier = threading.Barrier(32)
 
-    with ConnectionPool(modern_db.dsn, min_size=32, max_size=32, kwargs={"autocommit": True}) as pool:
+    with ConnectionPool(db.dsn, min_size=32, max_size=32, kwargs={"autocommit": True}) as pool:
 
         def worker(chunk: list[uuid.UUID]) -> None:
             with pool.connection() as c:
@@ -252,7 +252,7 @@ def test_hundreds_of_parallel_requests_across_users_never_overshoot(modern_db):
         for t in threads:
             t.join()
 
-    with modern_db.connect() as admin:
+    with db.connect() as admin:
         for i, u in enumerate(users):
             allowed = daily if i % 2 else active
             assert outcomes[(u, "ok")] == allowed, (i, outcomes)

@@ -121,16 +121,16 @@ def test_terminal_jobs_are_never_claimed(conn):
 
 
 @pytest.mark.slow
-def test_concurrent_workers_claim_each_job_exactly_once(modern_db):
+def test_concurrent_workers_claim_each_job_exactly_once(db):
     n_jobs, n_workers = 300, 8
-    with modern_db.connect() as admin:
+    with db.connect() as admin:
         _jobs(admin, n_jobs)
     seen: Counter[uuid.UUID] = Counter()
     lock = threading.Lock()
     barrier = threading.Barrier(n_workers)
 
     def worker(name: str) -> None:
-        with modern_db.connect() as c:
+        with db.connect() as c:
             barrier.wait()
             while True:
                 got = claim(c, name, limit=3, lease=300)

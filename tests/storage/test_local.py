@@ -14,8 +14,8 @@ from vidanim.worker.db import open_pool
 
 
 @pytest.fixture
-async def local(modern_db, tmp_path):
-    pool = open_pool(modern_db.dsn, size=2)
+async def local(db, tmp_path):
+    pool = open_pool(db.dsn, size=2)
     await pool.open()
     storage = LocalStorage(root=tmp_path / "store", pool=pool, signing_secret="s")
     storage.serve()
@@ -29,11 +29,11 @@ async def _stream(size):
         yield chunk
 
 
-async def test_an_upload_lands_on_disk_and_in_storage_objects(local, modern_db, tmp_path):
+async def test_an_upload_lands_on_disk_and_in_storage_objects(local, db, tmp_path):
     info = await local.upload("video-outputs", "u1/j1.mp4", _stream(10_000), content_type="video/mp4")
     assert info.size == 10_000
     assert (tmp_path / "store/video-outputs/u1/j1.mp4").stat().st_size == 10_000
-    with modern_db.connect() as conn:
+    with db.connect() as conn:
         row = conn.execute(
             "select metadata->>'size', metadata->>'mimetype' from storage.objects"
             " where bucket_id = 'video-outputs' and name = 'u1/j1.mp4'"
@@ -50,11 +50,11 @@ async def test_uploads_never_overwrite(local):
     assert (await local.info("video-outputs", "u/j.mp4")).size == 100
 
 
-async def test_bucket_type_and_size_limits_apply(local, modern_db, tmp_path):
+async def test_bucket_type_and_size_limits_apply(local, db, tmp_path):
     with pytest.raises(StorageError) as info:
         await local.upload("video-outputs", "u/j.mp4", _stream(100), content_type="text/html")
     assert info.value.status == 415
-    with modern_db.connect() as conn:
+    with db.connect() as conn:
         conn.execute("update storage.buckets set file_size_limit = 1000 where id = 'video-outputs'")
     with pytest.raises(StorageError) as info:
         await local.upload("video-outputs", "u/big.mp4", _stream(5000), content_type="video/mp4")

@@ -58,9 +58,9 @@ def make_settings(db, sim, storage_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings_for(modern_db, sim, storage_dir):
+def settings_for(db, sim, storage_dir):
     def build(**overrides: Any) -> Settings:
-        return make_settings(modern_db, sim, storage_dir, **overrides)
+        return make_settings(db, sim, storage_dir, **overrides)
 
     return build
 
@@ -136,8 +136,8 @@ class Users:
 
 
 @pytest.fixture
-def users(modern_db, storage_dir):
-    return Users(modern_db, storage_dir)
+def users(db, storage_dir):
+    return Users(db, storage_dir)
 
 
 @pytest.fixture

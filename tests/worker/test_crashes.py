@@ -58,7 +58,7 @@ async def test_a_crash_between_upload_and_status_update_leaves_one_object_and_a_
     assert [e["reason"] for e in events("upload.skipped")] == ["already stored"]
 
 
-async def test_a_worker_that_lost_its_lease_cancels_the_task_it_created(users, settings_for, modern_db, sim, events):
+async def test_a_worker_that_lost_its_lease_cancels_the_task_it_created(users, settings_for, db, sim, events):
     user, path = users.user_with_image()
     job = users.request(user, path)
     sim.latency = 0.3  # the submission is slow ...
@@ -67,7 +67,7 @@ async def test_a_worker_that_lost_its_lease_cancels_the_task_it_created(users, s
         runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
         await asyncio.sleep(0.1)
         # ... and meanwhile another worker takes the job over.
-        with modern_db.connect() as conn:
+        with db.connect() as conn:
             conn.execute(
                 "update public.video_jobs set locked_by = 'intruder', locked_until = now() + interval '1 min'"
                 " where id = %s",
@@ -123,7 +123,7 @@ asyncio.run(main())
 
 @pytest.mark.slow
 async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_submission(
-    users, modern_db, settings_for, sim, storage_dir, tmp_path
+    users, db, settings_for, sim, storage_dir, tmp_path
 ):
     sim.run_seconds = 2.0
     user, path = users.user_with_image()
@@ -135,7 +135,7 @@ async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_subm
                 sys.executable,
                 "-c",
                 WORKER_SCRIPT,
-                modern_db.dsn,
+                db.dsn,
                 sim.fal_key,
                 sim.runway_secret,
                 sim.base_url,
@@ -201,7 +201,7 @@ async def test_four_workers_and_400_jobs_complete_each_exactly_once(users, setti
 
 @pytest.mark.slow
 async def test_a_real_sigterm_hands_the_lease_back_and_the_process_exits_cleanly(
-    users, modern_db, settings_for, sim, storage_dir, tmp_path
+    users, db, settings_for, sim, storage_dir, tmp_path
 ):
     sim.run_seconds = 30
     user, path = users.user_with_image()
@@ -213,7 +213,7 @@ async def test_a_real_sigterm_hands_the_lease_back_and_the_process_exits_cleanly
                 sys.executable,
                 "-c",
                 WORKER_SCRIPT.replace("worker_lease_seconds=2", "worker_lease_seconds=300"),
-                modern_db.dsn,
+                db.dsn,
                 sim.fal_key,
                 sim.runway_secret,
                 sim.base_url,

@@ -134,7 +134,7 @@ async def test_moderation_fails_the_job_with_a_readable_message_and_refunds(user
     assert users.output_objects() == []
 
 
-async def test_a_user_cancel_while_processing_cancels_the_provider_task(users, settings_for, modern_db, sim):
+async def test_a_user_cancel_while_processing_cancels_the_provider_task(users, settings_for, db, sim):
     sim.run_seconds = 30
     user, path = users.user_with_image()
     job = users.request(user, path)
@@ -147,7 +147,7 @@ async def test_a_user_cancel_while_processing_cancels_the_provider_task(users, s
             await asyncio.sleep(0.02)
         from tests.support.postgrest import as_user
 
-        with modern_db.connect() as conn, as_user(conn, user) as cur:
+        with db.connect() as conn, as_user(conn, user) as cur:
             cur.execute("select status from public.cancel_video_job(%s)", (job["id"],))
         await asyncio.wait_for(runner, 10)
     assert users.job(job["id"])["status"] == "canceled"

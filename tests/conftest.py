@@ -92,3 +92,15 @@ def conn(db: Database) -> Iterator[psycopg.Connection[Any]]:
     """An admin (superuser) connection to the test's database, autocommit."""
     with db.connect() as connection:
         yield connection
+
+
+@pytest.fixture
+def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A brand-new empty database (no compat layer, no migrations)."""
+    name = f"vidanim_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield _dsn_for(pg_admin_dsn, name)
+    finally:
+        _drop(pg_admin_dsn, name)

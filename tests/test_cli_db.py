@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg
-import pytest
-from psycopg import sql
 from typer.testing import CliRunner
 
 from vidanim.cli import app
@@ -16,27 +13,17 @@ from vidanim.db.migrate import discover
 runner = CliRunner()
 
 
-@pytest.fixture
-def empty_url(pg_admin_dsn):
-    name = f"vidanim_cli_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
-
-
-def test_migrate_then_status_reports_everything_applied_and_checked(empty_url):
-    first = runner.invoke(app, ["db", "migrate", "--database-url", empty_url])
+def test_migrate_then_status_reports_everything_applied_and_checked(empty_dsn):
+    first = runner.invoke(app, ["db", "migrate", "--database-url", empty_dsn])
     assert first.exit_code == 0, first.output
     assert "Supabase compatibility layer" in first.output
     assert "applied 0014_video_animation_hardening.sql" in first.output
 
-    again = runner.invoke(app, ["db", "migrate", "--database-url", empty_url, "--json"])
+    again = runner.invoke(app, ["db", "migrate", "--database-url", empty_dsn, "--json"])
     assert again.exit_code == 0
     assert json.loads(again.output) == {"compat_applied": False, "applied": []}
 
-    status = runner.invoke(app, ["db", "status", "--database-url", empty_url, "--json"])
+    status = runner.invoke(app, ["db", "status", "--database-url", empty_dsn, "--json"])
     assert status.exit_code == 0, status.output
     body = json.loads(status.output)
     assert [m["file"] for m in body["migrations"]] == [m.filename for m in discover()]
@@ -45,22 +32,22 @@ def test_migrate_then_status_reports_everything_applied_and_checked(empty_url):
     assert all(c["ok"] for c in body["checks"])
 
 
-def test_status_names_what_is_missing_on_an_unmigrated_database(empty_url):
-    result = runner.invoke(app, ["db", "status", "--database-url", empty_url])
+def test_status_names_what_is_missing_on_an_unmigrated_database(empty_dsn):
+    result = runner.invoke(app, ["db", "status", "--database-url", empty_dsn])
     assert result.exit_code == 1
     assert "PENDING  0014_video_animation_hardening.sql" in result.output
     assert "[MISSING] client_request_id column on video_jobs" in result.output
 
 
-def test_status_names_a_dropped_policy_fix_or_public_bucket(empty_url):
-    runner.invoke(app, ["db", "migrate", "--database-url", empty_url])
-    with psycopg.connect(empty_url, autocommit=True) as conn:
+def test_status_names_a_dropped_policy_fix_or_public_bucket(empty_dsn):
+    runner.invoke(app, ["db", "migrate", "--database-url", empty_dsn])
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute("update storage.buckets set public = true where id = 'video-outputs'")
         conn.execute(
             'create policy "Users can update their own video jobs" on public.video_jobs for update'
             " using (user_id = (select auth.uid()))"
         )
-    result = runner.invoke(app, ["db", "status", "--database-url", empty_url])
+    result = runner.invoke(app, ["db", "status", "--database-url", empty_dsn])
     assert result.exit_code == 1
     assert "[MISSING] no client write policy on video_jobs" in result.output
     assert "[MISSING] buckets video-inputs and video-outputs exist and are private" in result.output
@@ -82,10 +69,10 @@ def test_an_unreachable_database_is_a_one_line_error():
     assert "Traceback" not in result.output
 
 
-def test_a_failing_migration_is_reported_without_a_traceback(empty_url, monkeypatch, tmp_path):
+def test_a_failing_migration_is_reported_without_a_traceback(empty_dsn, monkeypatch, tmp_path):
     (tmp_path / "0001_bad.sql").write_text("select * from no_such_table;")
     monkeypatch.setattr("vidanim.db.migrate.migrations_dir", lambda: tmp_path)
-    result = runner.invoke(app, ["db", "migrate", "--database-url", empty_url])
+    result = runner.invoke(app, ["db", "migrate", "--database-url", empty_dsn])
     assert result.exit_code == 1
     assert "0001_bad.sql" in result.output
     assert "no_such_table" in result.output

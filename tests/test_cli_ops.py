@@ -56,6 +56,24 @@ def _complete(conn, user, job_id, store=None):
     update_status(conn, job_id, "completed", output_video_path=path, worker_id="w")
 
 
+def finish_first_job_of(db, user, finish, *, delay=0.0):
+    """A stand-in worker thread: waits for the user's job, then ends it with `finish(conn, job_id)`."""
+
+    def run() -> None:
+        with db.connect() as c:
+            for _ in range(200):
+                row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
+                if row:
+                    time.sleep(delay)
+                    finish(c, row[0])
+                    return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -208,17 +226,7 @@ def test_animate_as_a_user_with_wait_follows_the_job_live(env, conn, tmp_path, d
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
 
-    def worker() -> None:
-        with db.connect() as c:
-            for _ in range(200):
-                row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
-                if row:
-                    time.sleep(0.3)
-                    _complete(c, user, row[0], tmp_path / "store")
-                    return
-                time.sleep(0.05)
-
-    threading.Thread(target=worker).start()
+    finish_first_job_of(db, user, lambda c, job_id: _complete(c, user, job_id, tmp_path / "store"), delay=0.3)
     result = invoke("animate", str(image), "--prompt", "wave", "--wait", "--user", str(user))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -262,18 +270,13 @@ def test_animate_reports_a_failed_job_with_exit_code_3(env, conn, tmp_path, db):
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
 
-    def worker() -> None:
-        with db.connect() as c:
-            for _ in range(200):
-                row = c.execute("select id from public.video_jobs where user_id = %s", (user,)).fetchone()
-                if row:
-                    update_status(
-                        c, row[0], "failed", error_code="content_moderated", error_message="The image was rejected."
-                    )
-                    return
-                time.sleep(0.05)
-
-    threading.Thread(target=worker).start()
+    finish_first_job_of(
+        db,
+        user,
+        lambda c, job_id: update_status(
+            c, job_id, "failed", error_code="content_moderated", error_message="The image was rejected."
+        ),
+    )
     result = invoke("animate", str(image), "--wait", "--user", str(user))
     assert result.exit_code == 3
     assert "error: job failed: The image was rejected." in result.output

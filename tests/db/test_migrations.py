@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from vidanim.db.migrate import MIGRATION_FILE, MigrationError, discover, migrate, status
 from vidanim.db.paths import compat_dir, migrations_dir
-
-
-@pytest.fixture
-def empty_db(pg_admin_dsn: str):
-    name = f"vidanim_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
 
 def test_every_migration_file_matches_the_supabase_cli_pattern():
@@ -33,20 +21,20 @@ def test_every_migration_file_matches_the_supabase_cli_pattern():
     assert "0014_video_animation_hardening.sql" in files
 
 
-def test_migrate_applies_everything_to_an_empty_postgres_then_is_a_no_op(empty_db):
-    first = migrate(empty_db)
+def test_migrate_applies_everything_to_an_empty_postgres_then_is_a_no_op(empty_dsn):
+    first = migrate(empty_dsn)
     assert first.compat_applied, "a plain PostgreSQL needs the compat layer"
     assert [m.filename for m in first.applied] == [m.filename for m in discover()]
 
-    second = migrate(empty_db)
+    second = migrate(empty_dsn)
     assert not second.compat_applied, "the compat layer is not applied twice"
     assert second.applied == []
-    assert all(done for _, done in status(empty_db))
+    assert all(done for _, done in status(empty_dsn))
 
 
-def test_migrate_records_versions_where_the_supabase_cli_reads_them(empty_db):
-    migrate(empty_db)
-    with psycopg.connect(empty_db) as conn:
+def test_migrate_records_versions_where_the_supabase_cli_reads_them(empty_dsn):
+    migrate(empty_dsn)
+    with psycopg.connect(empty_dsn) as conn:
         rows = conn.execute(
             "select version, name, statements from supabase_migrations.schema_migrations order by version"
         ).fetchall()
@@ -54,13 +42,13 @@ def test_migrate_records_versions_where_the_supabase_cli_reads_them(empty_db):
     assert all(r[2] and "--" in r[2][0] for r in rows)
 
 
-def test_a_failing_migration_is_rolled_back_and_named(empty_db, tmp_path: Path):
+def test_a_failing_migration_is_rolled_back_and_named(empty_dsn, tmp_path: Path):
     for m in discover():
         shutil.copy(m.path, tmp_path / m.filename)
     (tmp_path / "9999_broken.sql").write_text("create table public.half_done (id int);\nselect 1/0;\n")
     with pytest.raises(MigrationError, match=r"9999_broken\.sql"):
-        migrate(empty_db, directory=tmp_path)
-    with psycopg.connect(empty_db) as conn:
+        migrate(empty_dsn, directory=tmp_path)
+    with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
         versions = {r[0] for r in conn.execute("select version from supabase_migrations.schema_migrations")}
     assert "9999" not in versions
@@ -68,17 +56,17 @@ def test_a_failing_migration_is_rolled_back_and_named(empty_db, tmp_path: Path):
 
 
 @pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
-def test_migrations_apply_in_order_with_plain_psql(empty_db):
+def test_migrations_apply_in_order_with_plain_psql(empty_dsn):
     files = [compat_dir() / "supabase_compat.sql", *(m.path for m in discover())]
     for path in files:
         result = subprocess.run(
-            ["psql", empty_db, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
+            ["psql", empty_dsn, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
             capture_output=True,
             text=True,
             check=False,
         )
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
-    with psycopg.connect(empty_db) as conn:
+    with psycopg.connect(empty_dsn) as conn:
         assert conn.execute(
             "select to_regprocedure('public.request_video_animation(text,text,jsonb,text)') is not null"
         ).fetchone() == (True,)

@@ -113,7 +113,7 @@ class Sim:  # the simulator runs in the test process; this names its address and
 
 async def main():
     settings = make_settings(Database(sys.argv[1], "modern"), Sim, __import__("pathlib").Path(sys.argv[5]),
-                             worker_lease_seconds=2, worker_id=sys.argv[6])
+                             worker_lease_seconds=int(sys.argv[7]), worker_id=sys.argv[6])
     async with assembled(settings) as app:
         await app.worker.run(install_signals=True)
 
@@ -121,14 +121,8 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.slow
-async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_submission(
-    users, db, settings_for, sim, storage_dir, tmp_path
-):
-    sim.run_seconds = 2.0
-    user, path = users.user_with_image()
-    job = users.request(user, path)
-    log = tmp_path / "worker.log"
+async def start_worker_process(db, sim, storage_dir, log, worker_id, lease_seconds, users, job_id):
+    """A real `vidanim` worker process; returns once it has submitted the job's task."""
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
             [
@@ -140,18 +134,33 @@ async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_subm
                 sim.runway_secret,
                 sim.base_url,
                 str(storage_dir),
-                "doomed-worker",
+                worker_id,
+                str(lease_seconds),
             ],
             cwd=os.getcwd(),
             stdout=subprocess.DEVNULL,
             stderr=log_file,
         )
+    deadline = time.monotonic() + 20
+    while users.job(job_id)["status"] != "processing":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the worker never submitted: {log.read_text()}")
+        await asyncio.sleep(0.05)
+    return proc
+
+
+@pytest.mark.slow
+async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_submission(
+    users, db, settings_for, sim, storage_dir, tmp_path
+):
+    sim.run_seconds = 2.0
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    proc = await start_worker_process(
+        db, sim, storage_dir, tmp_path / "worker.log", "doomed-worker", 2, users, job["id"]
+    )
     try:
-        deadline = time.monotonic() + 20
-        while users.job(job["id"])["status"] != "processing":
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the worker never submitted"
-            await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)  # it is polling now
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
@@ -207,29 +216,8 @@ async def test_a_real_sigterm_hands_the_lease_back_and_the_process_exits_cleanly
     user, path = users.user_with_image()
     job = users.request(user, path)
     log = tmp_path / "worker.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WORKER_SCRIPT.replace("worker_lease_seconds=2", "worker_lease_seconds=300"),
-                db.dsn,
-                sim.fal_key,
-                sim.runway_secret,
-                sim.base_url,
-                str(storage_dir),
-                "polite-worker",
-            ],
-            cwd=os.getcwd(),
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
+    proc = await start_worker_process(db, sim, storage_dir, log, "polite-worker", 300, users, job["id"])
     try:
-        deadline = time.monotonic() + 20
-        while users.job(job["id"])["status"] != "processing":
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, log.read_text()
     finally:

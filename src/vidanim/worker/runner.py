@@ -19,6 +19,7 @@ import contextlib
 import logging
 import signal
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from vidanim.jobs import Job
@@ -35,7 +36,8 @@ class WorkerStats:
     claimed: int = 0
     finished: int = 0
     crashed: int = 0
-    job_ids: list[uuid.UUID] = field(default_factory=list)
+    #: the most recent jobs this worker took up (bounded: a worker runs for months)
+    job_ids: deque[uuid.UUID] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 class Worker:

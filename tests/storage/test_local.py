@@ -82,6 +82,7 @@ async def test_signed_urls_serve_the_object_until_they_expire(local):
         assert ok.status_code == 200
         assert ok.headers["content-type"] == "video/mp4"
         assert len(ok.content) == 5000
+        await local.upload("video-outputs", "u/other.mp4", _stream(100), content_type="video/mp4")
         other = await local.sign("video-outputs", "u/other.mp4", 60)
         swapped = good.url.split("?")[0] + "?" + other.url.split("?")[1]
         assert (await client.get(swapped)).json()["error"] == "InvalidSignature"
@@ -98,3 +99,9 @@ async def test_delete_removes_the_row_and_the_file(local, tmp_path):
     await local.delete("video-outputs", ["u/j.mp4"])
     assert await local.info("video-outputs", "u/j.mp4") is None
     assert not (tmp_path / "store/video-outputs/u/j.mp4").exists()
+
+
+async def test_no_signed_url_for_a_missing_object(local):
+    with pytest.raises(StorageError) as info:
+        await local.sign("video-outputs", "u/none.mp4", 60)
+    assert info.value.status == 404

@@ -229,3 +229,18 @@ async def test_the_failure_log_names_the_job(users, settings_for, sim, events, f
     (failed,) = events("job.failed")
     assert failed.get(field), failed
     assert uuid.UUID(failed["job_id"])
+
+
+async def test_an_input_image_deleted_before_submission_fails_the_job_readably(users, settings_for, sim, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    with db.connect() as conn:
+        conn.execute("set storage.allow_delete_query = 'true'")
+        conn.execute("delete from storage.objects where bucket_id = 'video-inputs' and name = %s", (path,))
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "input_missing")
+    assert "upload it again" in row["error_message"]
+    assert sim.submissions == [], "nothing was sent to a provider"
+    assert users.usage(user) == 0

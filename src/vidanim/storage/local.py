@@ -170,6 +170,9 @@ class LocalStorage:
         return ObjectInfo(bucket, path, size, content_type)
 
     async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:
+        # As Supabase does: no signed URL for an object that is not there.
+        if await self.info(bucket, path) is None:
+            raise StorageError("Object not found", status=404)
         return self.signer.sign(bucket, path, expires_in)
 
     async def delete(self, bucket: str, paths: list[str]) -> None:

@@ -33,7 +33,7 @@ from vidanim.providers.base import (
     TransientProviderError,
 )
 from vidanim.settings import Settings
-from vidanim.storage.base import ObjectExists, Storage
+from vidanim.storage.base import ObjectExists, Storage, StorageError
 from vidanim.worker.backoff import backoff_delay
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.transfer import OUTPUT_BUCKET, BadOutput, OutputUnavailable, OutputUrlExpired, copy_video
@@ -44,6 +44,7 @@ INPUT_BUCKET = "video-inputs"
 UNAVAILABLE = "The video providers are not available right now; the job will not be charged. Please try again later."
 TIMED_OUT = "The video took too long to make and was stopped; the job was not charged."
 PROVIDER_CANCELED = "The provider stopped working on this video."
+INPUT_MISSING = "The input image is no longer available; upload it again and make a new request."
 # Polls slow down by this factor up to twice the provider's cadence.
 POLL_GROWTH = 1.25
 DELIVERY_ATTEMPTS = 4
@@ -114,7 +115,14 @@ class JobPipeline:
 
     # submission -------------------------------------------------------------------
     async def _submit(self, job: Job, control: JobControl) -> Submission | None:
-        image = await self.storage.sign(INPUT_BUCKET, job.input_image_path, self.settings.input_url_expiry_seconds)
+        try:
+            image = await self.storage.sign(INPUT_BUCKET, job.input_image_path, self.settings.input_url_expiry_seconds)
+        except StorageError as exc:
+            if exc.status == 404:
+                await self._fail(job, "input_missing", INPUT_MISSING)
+            else:  # storage unreachable or refusing for now: try again later
+                await self._give_up(job, [TransientProviderError(str(exc), code="storage_unavailable")])
+            return None
         errors: list[ProviderError] = []
         for name in self.order:
             provider = self.providers[name]

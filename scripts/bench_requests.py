@@ -104,7 +104,9 @@ def reset(dsn: str) -> None:
         conn.execute("vacuum analyze")
 
 
-async def run_level(dsn: str, users: list[tuple[uuid.UUID, str]], mode: str, clients: int, seconds: float) -> Result:
+async def run_level(
+    dsn: str, users: list[tuple[uuid.UUID, str]], mode: str, clients: int, seconds: float, pipeline: bool = False
+) -> Result:
     result = Result()
     hot = users[:16]  # a tenth of the traffic goes to 16 users, who run into their daily limit
     deadline = 0.0
@@ -117,7 +119,12 @@ async def run_level(dsn: str, users: list[tuple[uuid.UUID, str]], mode: str, cli
                 user, path = rng.choice(hot) if rng.random() < 0.1 else rng.choice(users)
                 claims = json.dumps({"sub": str(user), "role": "authenticated"})
                 try:
-                    async with conn.transaction():
+                    # Sequential: one round trip per statement, as PostgREST does. Pipelined:
+                    # the envelope's four statements in one round trip (psycopg pipeline mode).
+                    async with contextlib.AsyncExitStack() as stack:
+                        if pipeline:
+                            await stack.enter_async_context(conn.pipeline())
+                        await stack.enter_async_context(conn.transaction())
                         await conn.execute(SET_CONTEXT, (claims,))
                         if mode == "insert":
                             await conn.execute(BASELINE_INSERT, (user, path, "bench", Jsonb({}), None))
@@ -156,6 +163,33 @@ def overshoot(dsn: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def measure(dsn: str, users: list[tuple[uuid.UUID, str]], args: argparse.Namespace, pipeline: bool) -> list[str]:
+    rows = [
+        "| clients | bare INSERT req/s | request_video_animation req/s | ratio | created | quota 429 | other errors "
+        "| overshoot | usage≠jobs |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for clients in [int(c) for c in args.clients.split(",")]:
+        # Alternate the two modes a few times and keep the median run of each:
+        # two cores shared with the client make single runs noisy.
+        bares, funcs, overs, mismatches = [], [], [], []
+        for _ in range(args.rounds):
+            reset(dsn)
+            bares.append(asyncio.run(run_level(dsn, users, "insert", clients, args.seconds, pipeline)))
+            reset(dsn)
+            funcs.append(asyncio.run(run_level(dsn, users, "function", clients, args.seconds, pipeline)))
+            over, mismatched = overshoot(dsn)
+            overs.append(over)
+            mismatches.append(mismatched)
+        bare = sorted(bares, key=lambda r: r.rate)[len(bares) // 2]
+        func = sorted(funcs, key=lambda r: r.rate)[len(funcs) // 2]
+        rows.append(
+            f"| {clients} | {bare.rate:,.0f} | {func.rate:,.0f} | {func.rate / bare.rate:.2f}x | {func.ok:,} "
+            f"| {func.quota:,} | {func.errors + bare.errors} | {max(overs)} | {max(mismatches)} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", help="admin DSN of a server to create a scratch database on")
@@ -163,42 +197,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per level and mode; the median is shown")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument(
+        "--envelope",
+        choices=["both", "sequential", "pipelined"],
+        default="both",
+        help="sequential: a round trip per statement, as PostgREST; pipelined: the envelope in one round trip",
+    )
     args = parser.parse_args()
-    levels = [int(c) for c in args.clients.split(",")]
+    envelopes = ["sequential", "pipelined"] if args.envelope == "both" else [args.envelope]
 
     with database(args.database_url) as dsn:
         users = prepare(dsn, args.users)
-        rows = []
-        for clients in levels:
-            # Alternate the two modes a few times and keep the median run of each:
-            # two cores shared with the client make single runs noisy.
-            bares, funcs, overs, mismatches = [], [], [], []
-            for _ in range(args.rounds):
-                reset(dsn)
-                bares.append(asyncio.run(run_level(dsn, users, "insert", clients, args.seconds)))
-                reset(dsn)
-                funcs.append(asyncio.run(run_level(dsn, users, "function", clients, args.seconds)))
-                over, mismatched = overshoot(dsn)
-                overs.append(over)
-                mismatches.append(mismatched)
-            bare = sorted(bares, key=lambda r: r.rate)[len(bares) // 2]
-            func = sorted(funcs, key=lambda r: r.rate)[len(funcs) // 2]
-            rows.append((clients, bare, func, max(overs), max(mismatches)))
-
-    print(
-        f"request_video_animation vs bare INSERT, PostgREST envelope, {args.users} users, "
-        f"daily limit {DAILY_LIMIT}, {args.seconds:g} s per cell"
-    )
-    print(
-        "| clients | bare INSERT req/s | request_video_animation req/s | ratio | created | quota 429 | other errors "
-        "| overshoot | usage≠jobs |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for clients, bare, func, over, mismatched in rows:
-        print(
-            f"| {clients} | {bare.rate:,.0f} | {func.rate:,.0f} | {func.rate / bare.rate:.2f}x | {func.ok:,} "
-            f"| {func.quota:,} | {func.errors + bare.errors} | {over} | {mismatched} |"
-        )
+        for envelope in envelopes:
+            print(
+                f"\nrequest_video_animation vs bare INSERT, PostgREST envelope ({envelope}), {args.users} users, "
+                f"daily limit {DAILY_LIMIT}, median of {args.rounds} alternating runs of {args.seconds:g} s"
+            )
+            print("\n".join(measure(dsn, users, args, envelope == "pipelined")))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ ProviderError
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -151,3 +153,48 @@ def error_detail(response: httpx.Response) -> str:
                 value = body[key]
                 return value if isinstance(value, str) else str(value)[:200]
     return str(body)[:200]
+
+
+class ProviderHttp:
+    """One provider's HTTP client: explicit timeouts, bounded requests in flight, and
+    every failure turned into a Transient- or PermanentProviderError.
+
+    fal-client's lesson (PR #941): without explicit timeouts a stalled socket hangs a
+    poll forever. The semaphore keeps requests beyond `max_connections` out of
+    httpcore's pool queue (see MAX_IN_FLIGHT).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        classify: Callable[[httpx.Response], ProviderError | None],
+        *,
+        headers: dict[str, str],
+        base_url: str = "",
+        timeout: httpx.Timeout | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = MAX_IN_FLIGHT,
+    ):
+        self.provider = provider
+        self.classify = classify
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"User-Agent": "vidanim", **headers},
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            async with self._slots:
+                response = await self.client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise classify_transport_error(self.provider, exc) from exc
+        if error := self.classify(response):
+            raise error
+        return response
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -9,7 +9,6 @@ COMPLETED, with `error` in the status or an HTTP error from the result.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -20,11 +19,11 @@ from vidanim.providers.base import (
     TRANSIENT_HTTP,
     PermanentProviderError,
     ProviderError,
+    ProviderHttp,
     Submission,
     TaskState,
     TaskStatus,
     TransientProviderError,
-    classify_transport_error,
     error_detail,
     parse_retry_after,
 )
@@ -96,35 +95,25 @@ class FalProvider:
         self.model = model.strip("/")
         self.base_url = base_url.rstrip("/")
         self.poll_interval = poll_interval
-        # fal-client's lesson (PR #941): explicit timeouts, or a stalled socket hangs a poll forever.
-        self._client = httpx.AsyncClient(
-            headers={"Authorization": f"Key {key}", "User-Agent": "vidanim"},
-            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+        self._http = ProviderHttp(
+            NAME,
+            classify_response,
+            headers={"Authorization": f"Key {key}"},
+            timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            max_connections=max_connections,
         )
-        self._slots = asyncio.Semaphore(max_connections)
 
     def _app_base(self) -> str:
         # Status, result and cancel URLs use only owner/app, without the model's subpath.
         owner_app = "/".join(self.model.split("/")[:2])
         return f"{self.base_url}/{owner_app}/requests"
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            async with self._slots:
-                response = await self._client.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            raise classify_transport_error(NAME, exc) from exc
-        if error := classify_response(response):
-            raise error
-        return response
-
     async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
         body: dict[str, Any] = {"image_url": image_url, **{k: v for k, v in options.items() if k != "provider"}}
         if prompt:
             body["prompt"] = prompt
-        response = await self._request("POST", f"{self.base_url}/{self.model}", json=body)
+        response = await self._http.request("POST", f"{self.base_url}/{self.model}", json=body)
         data = response.json()
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not request_id:
@@ -132,7 +121,7 @@ class FalProvider:
         return Submission(provider=NAME, task_id=request_id, raw_status=str(data.get("status") or "IN_QUEUE"))
 
     async def status(self, task_id: str) -> TaskStatus:
-        response = await self._request("GET", f"{self._app_base()}/{task_id}/status")
+        response = await self._http.request("GET", f"{self._app_base()}/{task_id}/status")
         data = response.json()
         raw = str(data.get("status", ""))
         state = STATUS_MAP.get(raw)
@@ -165,7 +154,7 @@ class FalProvider:
 
     async def _result(self, task_id: str, raw: str) -> TaskStatus:
         try:
-            response = await self._request("GET", f"{self._app_base()}/{task_id}")
+            response = await self._http.request("GET", f"{self._app_base()}/{task_id}")
         except PermanentProviderError as exc:
             # The result endpoint answering with an error means the request failed.
             return self._failed(raw, exc.message, exc.code)
@@ -188,7 +177,7 @@ class FalProvider:
     async def cancel(self, task_id: str) -> None:
         # ALREADY_COMPLETED / NOT_FOUND: nothing left to stop.
         with contextlib.suppress(PermanentProviderError):
-            await self._request("PUT", f"{self._app_base()}/{task_id}/cancel")
+            await self._http.request("PUT", f"{self._app_base()}/{task_id}/cancel")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()

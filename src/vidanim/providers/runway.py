@@ -10,7 +10,6 @@ task again for fresh ones), FAILED (failure, failureCode) or CANCELLED; DELETE
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -21,11 +20,11 @@ from vidanim.providers.base import (
     TRANSIENT_HTTP,
     PermanentProviderError,
     ProviderError,
+    ProviderHttp,
     Submission,
     TaskState,
     TaskStatus,
     TransientProviderError,
-    classify_transport_error,
     error_detail,
     parse_retry_after,
 )
@@ -100,24 +99,15 @@ class RunwayProvider:
         self.duration = duration
         self.base_url = base_url.rstrip("/")
         self.poll_interval = max(poll_interval, MIN_POLL_INTERVAL) if enforce_min_interval else poll_interval
-        self._client = httpx.AsyncClient(
+        self._http = ProviderHttp(
+            NAME,
+            classify_response,
+            headers={"Authorization": f"Bearer {api_secret}", "X-Runway-Version": API_VERSION},
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {api_secret}", "X-Runway-Version": API_VERSION, "User-Agent": "vidanim"},
-            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            max_connections=max_connections,
         )
-        self._slots = asyncio.Semaphore(max_connections)
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            async with self._slots:
-                response = await self._client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise classify_transport_error(NAME, exc) from exc
-        if error := classify_response(response):
-            raise error
-        return response
 
     async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
         body: dict[str, Any] = {
@@ -129,14 +119,14 @@ class RunwayProvider:
         body.update({k: v for k, v in options.items() if k in FORWARDED_OPTIONS})
         if prompt:
             body["promptText"] = prompt[:1000]
-        response = await self._request("POST", "/v1/image_to_video", json=body)
+        response = await self._http.request("POST", "/v1/image_to_video", json=body)
         task_id = response.json().get("id")
         if not isinstance(task_id, str) or not task_id:
             raise TransientProviderError("runway accepted the task without an id", code="runway_bad_response")
         return Submission(provider=NAME, task_id=task_id, raw_status="PENDING")
 
     async def status(self, task_id: str) -> TaskStatus:
-        response = await self._request("GET", f"/v1/tasks/{task_id}")
+        response = await self._http.request("GET", f"/v1/tasks/{task_id}")
         data = response.json()
         raw = str(data.get("status", ""))
         state = STATUS_MAP.get(raw)
@@ -162,7 +152,7 @@ class RunwayProvider:
 
     async def cancel(self, task_id: str) -> None:
         with contextlib.suppress(PermanentProviderError):  # already gone
-            await self._request("DELETE", f"/v1/tasks/{task_id}", headers={"Accept": "*/*"})
+            await self._http.request("DELETE", f"/v1/tasks/{task_id}", headers={"Accept": "*/*"})
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()

@@ -302,3 +302,14 @@ def test_animate_refuses_a_non_image_before_anything_is_charged(env, conn, tmp_p
     assert result.exit_code == 1
     assert ".png, .jpg, .jpeg or .webp" in result.output
     assert conn.execute("select count(*) from public.video_jobs").fetchone() == (0,)
+
+
+def test_operator_commands_act_as_service_role_not_as_the_connecting_login(env, db):
+    from vidanim.commands.common import as_service, settings
+
+    with as_service(settings(db.dsn)) as cur:
+        cur.execute("select current_user as role, session_user as login")
+        row = cur.fetchone()
+    assert row is not None
+    assert row["role"] == "service_role"
+    assert row["login"] != "service_role"

@@ -239,6 +239,13 @@ def test_the_postgres_transport_refuses_bad_tokens(db, conn, overrides):
         PostgresTransport.from_token(db.dsn, token, jwt_secret=SECRET)
 
 
+def test_the_postgres_transport_refuses_a_token_that_never_expires(db, conn):
+    user = create_user(conn)
+    token = jwt.encode({"sub": str(user), "role": "authenticated", "aud": "authenticated"}, SECRET, algorithm="HS256")
+    with pytest.raises(errors.NotSignedIn, match="invalid access token"):
+        PostgresTransport.from_token(db.dsn, token, jwt_secret=SECRET)
+
+
 def test_the_postgres_transport_verifies_jwks_signing_keys(db, conn):
     import http.server
 

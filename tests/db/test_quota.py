@@ -156,6 +156,37 @@ def test_a_failed_job_refunds_its_unit_exactly_once(conn):
     assert usage(conn, alice) == 0
 
 
+def test_a_refund_reached_twice_by_a_path_around_the_state_machine_is_given_once(conn):
+    alice = create_user(conn)
+    path = put_input_image(conn, alice)
+    job = request_job(conn, alice, path)
+    request_job(conn, alice, path)
+    assert usage(conn, alice) == 2
+    claim(conn, "w1", limit=1)
+    update_status(conn, job["id"], "processing", provider="fal", provider_task_id="t1", worker_id="w1")
+    update_status(conn, job["id"], "failed", error_code="moderated", error_message="Rejected")
+    assert usage(conn, alice) == 1
+    # An operator's repair, a restore or a future migration revives the ended job
+    # without the state machine; failing it again must not give a second unit back.
+    conn.execute("alter table public.video_jobs disable trigger video_jobs_enforce_transition")
+    conn.execute("update public.video_jobs set status = 'processing' where id = %s", (job["id"],))
+    conn.execute("alter table public.video_jobs enable trigger video_jobs_enforce_transition")
+    update_status(conn, job["id"], "failed", error_code="moderated", error_message="Rejected")
+    assert usage(conn, alice) == 1
+
+
+def test_a_job_failing_after_its_users_quota_was_reset_still_ends_failed(conn):
+    alice = create_user(conn)
+    job = request_job(conn, alice, put_input_image(conn, alice))
+    service(conn, "select public.reset_video_quota(%s)", (alice,))
+    assert usage(conn, alice) == 0
+    claim(conn, "w1")
+    update_status(conn, job["id"], "processing", provider="fal", provider_task_id="t1", worker_id="w1")
+    failed = update_status(conn, job["id"], "failed", error_code="moderated", error_message="Rejected")
+    assert failed["status"] == "failed"
+    assert usage(conn, alice) == 0
+
+
 def test_the_refund_goes_to_the_day_that_was_charged(conn):
     alice = create_user(conn)
     job = request_job(conn, alice, put_input_image(conn, alice))

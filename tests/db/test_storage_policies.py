@@ -127,3 +127,15 @@ def test_direct_deletes_without_the_storage_servers_flag_are_refused(conn, users
     put_object(conn, "video-inputs", f"{alice}/a.png", owner=alice)
     with raises_sqlstate("42501", "Direct deletion"), as_service(conn) as cur:
         cur.execute("delete from storage.objects")
+
+
+def test_a_user_cannot_rename_its_objects_into_another_folder_with_an_unfiltered_update(conn, users):
+    # No WHERE clause: Postgres then checks the new row against the UPDATE policy's
+    # `with check` alone (the SELECT policy applies only when the statement reads
+    # the table), so the folder check in `with check` is the only thing in the way.
+    alice, bob = users
+    put_object(conn, "video-inputs", f"{alice}/a.png", owner=alice)
+    with raises_sqlstate("42501", "row-level security"), as_user(conn, alice) as cur:
+        cur.execute("update storage.objects set name = %s", (f"{bob}/x.png",))
+    names = [r[0] for r in conn.execute("select name from storage.objects").fetchall()]
+    assert names == [f"{alice}/a.png"]

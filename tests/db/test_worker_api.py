@@ -146,3 +146,16 @@ def test_concurrent_workers_claim_each_job_exactly_once(db):
         t.join()
     assert len(seen) == n_jobs
     assert set(seen.values()) == {1}
+
+
+def test_a_job_locked_by_a_slow_transaction_does_not_stall_claims_of_the_others(db):
+    with db.connect() as admin:
+        jobs = _jobs(admin, 3)
+    with db.connect() as holder, db.connect() as worker:
+        # Another transaction holds the oldest due job's row lock and does not finish.
+        holder.execute("begin")
+        holder.execute("select 1 from public.video_jobs where id = %s for update", (jobs[0]["id"],))
+        worker.execute("set lock_timeout = '200ms'")
+        got = claim(worker, "w1", limit=10)
+        holder.execute("rollback")
+    assert [j["id"] for j in got] == [jobs[1]["id"], jobs[2]["id"]]

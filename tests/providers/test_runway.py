@@ -76,6 +76,13 @@ async def test_x_should_retry_wins(runway, sim):
         await runway.submit("https://img.example/a.png", None, {})
 
 
+async def test_a_4xx_that_runway_marks_retryable_is_transient(runway, sim):
+    sim.fail_next("runway.submit", 1, 400, headers={"x-should-retry": "true"})
+    with pytest.raises(TransientProviderError) as info:
+        await runway.submit("https://img.example/a.png", None, {})
+    assert info.value.status_code == 400
+
+
 async def test_missing_version_header_is_refused_by_the_simulator(sim):
     import httpx
 

@@ -35,6 +35,16 @@ class DiesAfterUpload:
         raise ProcessDied
 
 
+def steal_lease(db, job_id) -> None:
+    """Another worker takes the job over, as after a lease the first worker let expire."""
+    with db.connect() as conn:
+        conn.execute(
+            "update public.video_jobs set locked_by = 'intruder', locked_until = now() + interval '1 min'"
+            " where id = %s",
+            (job_id,),
+        )
+
+
 async def test_a_crash_between_upload_and_status_update_leaves_one_object_and_a_completed_job(
     users, settings_for, sim, events
 ):
@@ -67,17 +77,40 @@ async def test_a_worker_that_lost_its_lease_cancels_the_task_it_created(users, s
         runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
         await asyncio.sleep(0.1)
         # ... and meanwhile another worker takes the job over.
-        with db.connect() as conn:
-            conn.execute(
-                "update public.video_jobs set locked_by = 'intruder', locked_until = now() + interval '1 min'"
-                " where id = %s",
-                (job["id"],),
-            )
+        steal_lease(db, job["id"])
         await asyncio.wait_for(runner, 10)
     assert users.job(job["id"])["provider_task_id"] is None
     ((_, task_id, _),) = sim.submissions
     assert sim.cancels == [("fal", task_id)]
     assert [e["task_id"] for e in events("provider.task_orphaned")] == [task_id]
+
+
+async def test_a_lease_taken_over_during_a_long_poll_makes_the_worker_leave_the_job(
+    users, settings_for, db, sim, events
+):
+    sim.run_seconds = 60  # the provider works for a minute: no status change to notice
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    settings = settings_for(worker_lease_seconds=2)  # renewed every 0.4 s
+    async with running(settings) as app:
+        runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
+
+        # Wait until the task runs: from then on its status stays the same, so only the
+        # lease renewal can notice the takeover.
+        def running_now() -> list[dict]:
+            return [e for e in events("status.mapped") if e["mapped"] == "processing"]
+
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if running_now():
+                break
+        assert running_now(), "the provider task never started running"
+        steal_lease(db, job["id"])
+        await asyncio.wait_for(runner, 5)
+    assert [e["reason"] for e in events("job.left")] == ["lease lost"]
+    row = users.job(job["id"])
+    assert (row["status"], row["locked_by"]) == ("processing", "intruder")
+    assert sim.cancels == [], "the task now belongs to the other worker"
 
 
 async def test_sigterm_hands_leases_back_so_another_worker_continues_at_once(users, settings_for, sim):

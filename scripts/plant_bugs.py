@@ -1,0 +1,141 @@
+"""Plant known bugs one at a time and check that the test meant to catch each one fails.
+
+    python scripts/plant_bugs.py            # every planted bug
+    python scripts/plant_bugs.py 2 7        # only these rows
+
+A test that passes with its bug in place proves nothing. Each row below is one
+plausible one-line bug, the file it goes into, and the test that must catch it.
+The script edits the file, runs that test, restores the file (always), and prints
+one line per row: `caught` when the test failed, `MISSED` when it passed. Exit
+code 1 if any bug was missed. docs/testing.md explains the habit; add a row here
+when you add a test for a bug that once slipped through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plant:
+    bug: str
+    path: str
+    original: str
+    planted: str
+    test: str
+
+
+PLANTS = [
+    Plant(
+        "the storage UPDATE policy loses its folder check in `with check`",
+        "supabase/migrations/0010_storage_policies.sql",
+        "  )\n  with check (\n    bucket_id = 'video-inputs'\n"
+        "    and (storage.foldername(name))[1] = ((select auth.uid())::text)\n"
+        "    and lower(storage.extension(name))",
+        "  )\n  with check (\n    bucket_id = 'video-inputs'\n    and lower(storage.extension(name))",
+        "tests/db/test_storage_policies.py::"
+        "test_a_user_cannot_rename_its_objects_into_another_folder_with_an_unfiltered_update",
+    ),
+    Plant(
+        "claiming uses `for update` without `skip locked`",
+        "supabase/migrations/0016_worker_api.sql",
+        "     for update skip locked\n",
+        "     for update\n",
+        "tests/db/test_worker_api.py::test_a_job_locked_by_a_slow_transaction_does_not_stall_claims_of_the_others",
+    ),
+    Plant(
+        "the refund's once-guard (`quota_refunded_at is null`) removed",
+        "supabase/migrations/0007_quota_refunds.sql",
+        "  if new.quota_refunded_at is null\n     and old.status",
+        "  if old.status",
+        "tests/db/test_quota.py::test_a_refund_reached_twice_by_a_path_around_the_state_machine_is_given_once",
+    ),
+    Plant(
+        "the refund's `used > 0` guard removed",
+        "supabase/migrations/0007_quota_refunds.sql",
+        "       and day = old.quota_day\n       and used > 0;",
+        "       and day = old.quota_day;",
+        "tests/db/test_quota.py::test_a_job_failing_after_its_users_quota_was_reset_still_ends_failed",
+    ),
+    Plant(
+        "Runway's `x-should-retry: true` no longer makes a 4xx transient",
+        "src/vidanim/providers/runway.py",
+        'if should_retry == "true" or (should_retry != "false"',
+        'if (should_retry != "false"',
+        "tests/providers/test_runway.py::test_a_4xx_that_runway_marks_retryable_is_transient",
+    ),
+    Plant(
+        "backoff without jitter (the delay is just the step)",
+        "src/vidanim/worker/backoff.py",
+        "delay: float = step * (1 - (rng or random).uniform(0, jitter))",
+        "delay: float = step",
+        "tests/worker/test_backoff.py::test_two_seeds_draw_different_delays_within_the_jitter_bounds",
+    ),
+    Plant(
+        "a lost lease found at renewal no longer stops the job",
+        "src/vidanim/worker/runner.py",
+        "            elif not state.held:\n                control.lost.set()\n",
+        "",
+        "tests/worker/test_crashes.py::test_a_lease_taken_over_during_a_long_poll_makes_the_worker_leave_the_job",
+    ),
+    Plant(
+        "a token without `exp` is accepted",
+        "src/vidanim/client/postgres.py",
+        '"require": ["exp", "sub"]',
+        '"require": ["sub"]',
+        "tests/client/test_client.py::test_the_postgres_transport_refuses_a_token_that_never_expires",
+    ),
+    Plant(
+        "the CLI's operator commands run as the connecting login, not `service_role`",
+        "src/vidanim/commands/common.py",
+        "        cur.execute(SET_SERVICE_ROLE)\n        yield cur",
+        "        yield cur",
+        "tests/test_cli_ops.py::test_operator_commands_act_as_service_role_not_as_the_connecting_login",
+    ),
+]
+
+
+def run(number: int, plant: Plant) -> bool:
+    """Plant the bug, run its test, restore the file. True when the test caught the bug."""
+    file = ROOT / plant.path
+    source = file.read_text()
+    if source.count(plant.original) != 1:
+        raise SystemExit(f"{number}: the line to break is not exactly once in {plant.path}; update this script")
+    try:
+        file.write_text(source.replace(plant.original, plant.planted))
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", plant.test],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        file.write_text(source)
+    if result.returncode not in (0, 1):  # 1: tests failed; anything else: the run itself broke
+        raise SystemExit(f"{number}: pytest could not run {plant.test}:\n{result.stdout[-2000:]}{result.stderr}")
+    return result.returncode == 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="*", type=int, help="row numbers (1-based); all when omitted")
+    args = parser.parse_args()
+    chosen = args.rows or list(range(1, len(PLANTS) + 1))
+    missed = 0
+    for number in chosen:
+        plant = PLANTS[number - 1]
+        caught = run(number, plant)
+        missed += not caught
+        print(f"{number}. {'caught' if caught else 'MISSED'}  {plant.bug}  <- {plant.test.split('::')[-1]}", flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

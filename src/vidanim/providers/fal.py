@@ -1,6 +1,6 @@
 """fal.ai queue API (https://queue.fal.run): submit, status, result, cancel.
 
-Written against fal's documented HTTP API (../shared/reference/providers.md §1):
+Written against fal's documented HTTP API (https://docs.fal.ai/model-endpoints/queue):
 `Authorization: Key <FAL_KEY>`; POST /{model} returns request_id and the status,
 response and cancel URLs, which we follow rather than rebuild; the status endpoint
 answers IN_QUEUE / IN_PROGRESS / COMPLETED, and a failed request still reaches

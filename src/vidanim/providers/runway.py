@@ -1,6 +1,6 @@
 """Runway's API (https://api.dev.runwayml.com): image_to_video tasks.
 
-Written against Runway's documented HTTP API (../shared/reference/providers.md §2):
+Written against Runway's documented HTTP API (https://docs.dev.runwayml.com):
 `Authorization: Bearer <secret>` and the required `X-Runway-Version: 2024-11-06`;
 POST /v1/image_to_video returns {"id"}; GET /v1/tasks/{id} answers PENDING,
 THROTTLED, RUNNING, SUCCEEDED (with output URLs that expire in 24-48 h: fetch the

@@ -1,6 +1,6 @@
 """The simulator server: fal.ai queue API and Runway API on one loopback port.
 
-Routes (as documented, ../shared/reference/providers.md):
+Routes (as fal's and Runway's API documentation give them):
 
     fal      POST /{owner}/{app}[/{subpath}]              submit  -> request_id + URLs
              GET  /{owner}/{app}/requests/{id}/status     202 IN_QUEUE|IN_PROGRESS, 200 COMPLETED

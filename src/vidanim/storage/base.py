@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-# Object names as DESIGN.md allows them: no empty, '.' or '..' segment, no leading
+# Object names as docs/api.md allows them: no empty, '.' or '..' segment, no leading
 # slash, no backslash, no control character.
 _BAD_SEGMENT = re.compile(r"(^|/)(\.{1,2})?(/|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

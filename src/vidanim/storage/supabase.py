@@ -1,7 +1,7 @@
 """Supabase Storage over its HTTP API, as the service role.
 
-Speaks the REST API storage3 wraps (`{SUPABASE_URL}/storage/v1`, see
-../shared/reference/supabase.md §4), with httpx so an upload body can be an async
+Speaks the REST API storage3 wraps (`{SUPABASE_URL}/storage/v1`, the routes of
+the open-source supabase/storage server), with httpx so an upload body can be an async
 stream straight from the provider's download: a standard upload (`POST
 /object/{bucket}/{path}`) with a raw streamed body and an explicit content type,
 never `x-upsert`, so a second upload of the same job's video is refused instead of

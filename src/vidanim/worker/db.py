@@ -1,7 +1,7 @@
 """The worker's database access: service-role calls into the SQL API, nothing else.
 
 Every connection of the pool switches to `service_role` once, so the worker has
-exactly the rights DESIGN.md gives the service role, whatever login it uses (on
+exactly the rights docs/api.md gives the service role, whatever login it uses (on
 Supabase: `postgres` over a session-mode or direct connection).
 """
 

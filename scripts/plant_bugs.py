@@ -98,6 +98,20 @@ PLANTS = [
         "        yield cur",
         "tests/test_cli_ops.py::test_operator_commands_act_as_service_role_not_as_the_connecting_login",
     ),
+    Plant(
+        "an image a provider refused is sent to the next provider whatever its limits",
+        "src/vidanim/worker/pipeline.py",
+        "                    skip.update(set(later) - set(accepting))\n",
+        "",
+        "tests/worker/test_flows.py::test_an_image_refused_by_fal_that_runway_would_not_take_fails_once_and_refunds",
+    ),
+    Plant(
+        "the client's local storage reads the bucket limits as the user, whom RLS shows none",
+        "src/vidanim/client/postgres.py",
+        '"select file_size_limit, allowed_mime_types from public.get_video_input_limits()"',
+        "\"select file_size_limit, allowed_mime_types from storage.buckets where id = 'video-inputs'\"",
+        "tests/client/test_client.py::test_local_storage_refuses_what_the_storage_server_refuses_with_its_codes",
+    ),
 ]
 
 

@@ -13,11 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.db.helpers import claim, request_job, update_status
+from tests.support.image_cases import REFUSED
+from tests.support.images import PNG
 from tests.support.seed import create_user, put_input_image, put_object
 from vidanim.cli import app
 
 runner = CliRunner()
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
 
 @pytest.fixture
@@ -294,14 +295,18 @@ def test_animate_needs_one_identity(env, conn, tmp_path, args, message):
     assert message in result.output
 
 
-def test_animate_refuses_a_non_image_before_anything_is_charged(env, conn, tmp_path):
+@pytest.mark.parametrize(("name", "data", "message"), REFUSED)
+def test_animate_refuses_a_bad_image_in_one_line_before_anything_is_charged(env, conn, tmp_path, name, data, message):
     user = create_user(conn)
-    doc = tmp_path / "notes.txt"
-    doc.write_text("hello")
-    result = invoke("animate", str(doc), "--user", str(user))
+    image = tmp_path / name
+    image.write_bytes(data)
+    result = invoke("animate", str(image), "--user", str(user))
     assert result.exit_code == 1
-    assert ".png, .jpg, .jpeg or .webp" in result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {message}")
     assert conn.execute("select count(*) from public.video_jobs").fetchone() == (0,)
+    assert conn.execute("select count(*) from storage.objects").fetchone() == (0,)
 
 
 def test_operator_commands_act_as_service_role_not_as_the_connecting_login(env, db):

@@ -7,17 +7,19 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(37);
+select plan(40);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
   from (values ('request_video_animation', array['text', 'text', 'jsonb', 'text']),
                ('get_video_quota', array[]::text[]),
-               ('cancel_video_job', array['uuid'])) as api(f, args);
+               ('cancel_video_job', array['uuid']),
+               ('get_video_input_limits', array[]::text[])) as api(f, args);
 select function_privs_are('public', f, args, r, array[]::text[], format('%s may not call %s', r, f))
   from (values ('request_video_animation', array['text', 'text', 'jsonb', 'text']),
                ('get_video_quota', array[]::text[]),
-               ('cancel_video_job', array['uuid'])) as api(f, args)
+               ('cancel_video_job', array['uuid']),
+               ('get_video_input_limits', array[]::text[])) as api(f, args)
  cross join (values ('anon'), ('service_role')) as roles(r);
 
 -- The service functions: service_role only.
@@ -45,7 +47,7 @@ select is_empty(
      where p.pronamespace = 'public'::regnamespace
        and p.prokind = 'f'
        and p.proname like '%video%'
-       and p.proname not in ('request_video_animation', 'get_video_quota', 'cancel_video_job',
+       and p.proname not in ('request_video_animation', 'get_video_quota', 'cancel_video_job', 'get_video_input_limits',
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
                              'schedule_video_job_retry', 'service_update_video_job_status',
                              'reset_video_quota', 'set_video_quota_limits', 'set_video_quota_defaults',

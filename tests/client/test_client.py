@@ -7,7 +7,9 @@ every call on the same real database as that user (tests/support/fake_supabase_a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -17,7 +19,10 @@ import jwt
 import pytest
 
 from tests.db.helpers import claim, update_status
+from tests.support import images
 from tests.support.fake_supabase_api import FakeSupabaseApi
+from tests.support.image_cases import REFUSED
+from tests.support.images import PNG
 from tests.support.seed import create_user, put_object, set_limits
 from vidanim import errors
 from vidanim.client import PostgresTransport, SupabaseTransport, VidanimClient
@@ -25,7 +30,6 @@ from vidanim.storage.base import StorageError
 from vidanim.storage.local import LocalSigner
 
 SECRET = "client-tests-jwt-secret-with-enough-length!!"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
 
 def token_for(user: uuid.UUID, **overrides) -> str:
@@ -206,11 +210,75 @@ def test_uploads_outside_the_image_types_are_refused_before_sending(make_client,
         client.upload_image(b"x", name="a.gif")
 
 
+@pytest.mark.parametrize(("name", "data", "message"), REFUSED)
+def test_a_bad_image_is_refused_before_storage_or_the_quota_see_it(make_client, conn, tmp_path, name, data, message):
+    user = create_user(conn)
+    client = make_client(user)
+    image = tmp_path / name
+    image.write_bytes(data)
+    with pytest.raises(errors.InvalidInput) as info:
+        client.upload_image(image)
+    assert info.value.message.startswith(message)
+    assert conn.execute("select count(*) from storage.objects").fetchone() == (0,)
+    assert not (tmp_path / "store").exists(), "no file reached local storage"
+    assert client.quota().used == 0
+
+
+@pytest.mark.parametrize("name", ["My cat é.png", "cat+dog 100%.png", "猫.png", "..png", "a/b.png"])
+def test_any_local_file_name_becomes_a_safe_object_name(make_client, conn, tmp_path, name):
+    user = create_user(conn)
+    client = make_client(user)
+    image = tmp_path / "input.png"
+    image.write_bytes(PNG)
+    renamed = image.with_name(name.replace("/", "_"))
+    image.rename(renamed)
+    path = client.upload_image(renamed)
+    folder, object_name = path.split("/")
+    assert folder == str(user)
+    assert re.fullmatch(r"[0-9a-f]{8}-[A-Za-z0-9._-]+\.png", object_name), object_name
+    assert client.request_animation(path).status == "queued"
+
+
+def test_a_cmyk_jpeg_is_uploaded_as_rgb(make_client, conn, tmp_path):
+    client = make_client(create_user(conn))
+    image = tmp_path / "print.jpg"
+    image.write_bytes(images.jpeg(mode="CMYK"))
+    path = client.upload_image(image)
+    row = conn.execute(
+        "select metadata->>'mimetype' from storage.objects where bucket_id = 'video-inputs' and name = %s", (path,)
+    ).fetchone()
+    assert row == ("image/jpeg",)
+
+
+def test_an_explicit_object_name_must_already_be_safe(make_client, conn):
+    client = make_client(create_user(conn))
+    with pytest.raises(errors.InvalidInput, match="an object name may hold only"):
+        client.upload_image(PNG, name="my cat.png")
+
+
 def test_an_image_cannot_be_uploaded_twice_under_one_name(make_client, conn):
     client = make_client(create_user(conn))
     client.upload_image(PNG, name="a.png")
     with pytest.raises(StorageError):
         client.upload_image(PNG, name="a.png")
+
+
+# Postgres transport only: its local storage enforces the bucket as the Storage server does ----
+def test_local_storage_refuses_what_the_storage_server_refuses_with_its_codes(db, conn, tmp_path):
+    user = create_user(conn)
+    transport = PostgresTransport.from_token(db.dsn, token_for(user), jwt_secret=SECRET, storage_root=tmp_path)
+    with contextlib.closing(transport):
+        with pytest.raises(StorageError) as info:
+            transport.upload("video-inputs", f"{user}/a.png", b"x" * (10 * 1024 * 1024 + 1), "image/png")
+        assert (info.value.status, info.value.code) == (413, "EntityTooLarge")
+        with pytest.raises(StorageError) as info:
+            transport.upload("video-inputs", f"{user}/a.png", images.gif(), "image/gif")
+        assert (info.value.status, info.value.code) == (415, "InvalidMimeType")
+        transport.upload("video-inputs", f"{user}/a.png", PNG, "image/png")
+        with pytest.raises(StorageError) as info:
+            transport.upload("video-inputs", f"{user}/a.png", PNG, "image/png")
+        assert (info.value.status, info.value.code) == (409, "KeyAlreadyExists")
+    assert conn.execute("select count(*) from storage.objects").fetchone() == (1,)
 
 
 # Postgres transport only: it verifies the token itself -------------------------------------

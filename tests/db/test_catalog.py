@@ -12,7 +12,7 @@ from tests.db.advisors import LINTS
 
 OUR_SCHEMAS = ("public", "vidanim_private")
 
-USER_API = {"request_video_animation", "get_video_quota", "cancel_video_job"}
+USER_API = {"request_video_animation", "get_video_quota", "cancel_video_job", "get_video_input_limits"}
 SERVICE_API = {
     "service_update_video_job_status",
     "claim_video_jobs",
@@ -63,6 +63,7 @@ def test_security_definer_only_where_needed(conn):
         ("vidanim_private", "request_video_animation"),
         ("vidanim_private", "cancel_video_job"),
         ("vidanim_private", "get_video_quota"),
+        ("vidanim_private", "get_video_input_limits"),
     }
 
 

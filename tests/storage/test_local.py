@@ -50,15 +50,20 @@ async def test_uploads_never_overwrite(local):
     assert (await local.info("video-outputs", "u/j.mp4")).size == 100
 
 
-async def test_bucket_type_and_size_limits_apply(local, db, tmp_path):
+async def test_bucket_type_and_size_limits_apply_with_the_real_servers_codes(local, db, tmp_path):
     with pytest.raises(StorageError) as info:
         await local.upload("video-outputs", "u/j.mp4", _stream(100), content_type="text/html")
-    assert info.value.status == 415
+    assert (info.value.status, info.value.code) == (415, "InvalidMimeType")
+    assert str(info.value) == "mime type text/html is not supported"
     with db.connect() as conn:
         conn.execute("update storage.buckets set file_size_limit = 1000 where id = 'video-outputs'")
     with pytest.raises(StorageError) as info:
         await local.upload("video-outputs", "u/big.mp4", _stream(5000), content_type="video/mp4")
-    assert info.value.status == 413
+    assert (info.value.status, info.value.code) == (413, "EntityTooLarge")
+    assert "The object exceeded the maximum allowed size" in str(info.value)
+    with pytest.raises(StorageError) as info:
+        await local.upload("video-outputs", "u/big.mp4", _stream(5000), content_type="video/mp4", size=5000)
+    assert info.value.code == "EntityTooLarge", "an announced size over the limit is refused before reading"
     assert await local.info("video-outputs", "u/big.mp4") is None
     assert list((tmp_path / "store/video-outputs/u").iterdir()) == [], "no partial file is left behind"
 

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.db.helpers import request_job
+from tests.support.images import PNG
 from tests.support.seed import create_user
 from vidanim.settings import Settings
 from vidanim.simulator import Simulator
@@ -82,17 +83,16 @@ class Users:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("update public.video_quota_defaults set daily_limit = 100000, max_active_jobs = 100000")
 
-    def user_with_image(self) -> tuple[uuid.UUID, str]:
+    def user_with_image(self, image: bytes = PNG) -> tuple[uuid.UUID, str]:
         with self.db.connect() as conn:
             user = create_user(conn)
             path = f"{user}/input.png"
             file = self.storage_dir / "video-inputs" / path
             file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+            file.write_bytes(image)
             conn.execute(
-                "insert into storage.objects (bucket_id, name, owner_id, metadata) values"
-                ' (\'video-inputs\', %s, %s, \'{"mimetype": "image/png", "size": 72}\')',
-                (path, str(user)),
+                "insert into storage.objects (bucket_id, name, owner_id, metadata) values ('video-inputs', %s, %s, %s)",
+                (path, str(user), psycopg.types.json.Jsonb({"mimetype": "image/png", "size": len(image)})),
             )
         return user, path
 

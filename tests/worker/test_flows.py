@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests.support import images
 from tests.worker.conftest import running
 from vidanim.worker.backoff import backoff_bounds
 
@@ -70,6 +71,59 @@ async def test_fal_refusing_permanently_falls_back_to_runway(users, settings_for
     assert (row["status"], row["provider"]) == ("completed", "runway")
     assert [s[0] for s in sim.submissions] == ["runway"]
     assert [e["provider"] for e in events("provider.fallback")] == ["fal"]
+
+
+FAL_REFUSES_IMAGE = {
+    "detail": [{"loc": ["body", "image_url"], "msg": "Image too small for this model", "type": "value_error"}]
+}
+
+
+async def test_fal_refusing_the_image_falls_back_to_runway_when_runway_documents_it_takes_it(
+    users, settings_for, sim, events
+):
+    user, path = users.user_with_image()  # 640x480: within Runway's limits
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 1, 422, body=FAL_REFUSES_IMAGE)
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider"]) == ("completed", "runway")
+    assert [s[0] for s in sim.submissions] == ["runway"]
+    assert [(e["provider"], e["fallback"]) for e in events("provider.input_refused")] == [("fal", "runway")]
+
+
+async def test_an_image_refused_by_fal_that_runway_would_not_take_fails_once_and_refunds(users, settings_for, sim):
+    user, path = users.user_with_image(images.png(1100, 500))  # aspect 2.2: fal's range, not Runway's
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 1, 422, body=FAL_REFUSES_IMAGE)
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "input_refused")
+    assert row["error_message"].startswith(
+        "The video provider could not use this image (Image too small for this model)."
+    )
+    assert "at least 300 pixels" in row["error_message"]
+    assert (sim.requests["fal.submit"], sim.requests["runway.submit"]) == (1, 0)
+    assert row["attempts"] == 1
+    assert users.usage(user) == 0
+
+
+async def test_runway_refusing_the_prompt_image_fails_the_job_at_once_without_retry(users, settings_for, sim):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    body = {
+        "error": "Invalid input",
+        "issues": [{"path": ["promptImage"], "message": "Image aspect ratio is out of range"}],
+    }
+    sim.fail_next("runway.submit", 1, 400, body=body)
+    async with running(settings_for(providers="runway")) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "input_refused")
+    assert "(Image aspect ratio is out of range)" in row["error_message"]
+    assert sim.requests["runway.submit"] == 1
+    assert users.usage(user) == 0
 
 
 async def test_a_5xx_and_429_storm_succeeds_after_retries_within_the_jitter_bounds(users, settings_for, sim, events):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
+import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from vidanim.client.transport import Transport
 from vidanim.errors import InvalidInput, NotFound
+from vidanim.images import DEFAULT_RULES, ImageRules, check_image
 from vidanim.jobs import TERMINAL, Job
 from vidanim.logs import log_event
 from vidanim.storage.base import StorageError
@@ -22,7 +24,16 @@ log = logging.getLogger("vidanim.client")
 
 INPUT_BUCKET = "video-inputs"
 OUTPUT_BUCKET = "video-outputs"
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_file_name(name: str) -> str:
+    """`name` reduced to `[A-Za-z0-9._-]`, its extension kept: a subset of what Storage
+    accepts in an object name, and nothing a URL needs to escape."""
+    path = PurePath(name)
+    stem = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    stem = _UNSAFE.sub("-", stem).strip("-.")[:100] or "image"
+    return stem + _UNSAFE.sub("", path.suffix.lower())
 
 
 @dataclass(frozen=True)
@@ -74,8 +85,11 @@ def _time(value: Any) -> datetime:
 
 
 class VidanimClient:
-    def __init__(self, transport: Transport):
+    def __init__(self, transport: Transport, *, image_rules: ImageRules = DEFAULT_RULES):
+        """`image_rules`: what the configured providers accept (`vidanim.images.rules_for`)."""
         self.transport = transport
+        self.image_rules = image_rules
+        self._input_limits: tuple[int | None, list[str] | None] | None = None
 
     @property
     def user_id(self) -> uuid.UUID:
@@ -91,20 +105,42 @@ class VidanimClient:
         self.close()
 
     # images ----------------------------------------------------------------------
+    def input_limits(self) -> tuple[int | None, list[str] | None]:
+        """The input bucket's size limit and allowed types (asked once per client)."""
+        if self._input_limits is None:
+            rows = self.transport.rpc("get_video_input_limits", {})
+            row = rows[0] if rows else {}
+            self._input_limits = (row.get("file_size_limit"), row.get("allowed_mime_types"))
+        return self._input_limits
+
     def upload_image(self, image: Path | bytes, *, name: str | None = None) -> str:
-        """Upload an input image into the user's folder; returns its object name."""
+        """Check an input image, then upload it into the user's folder; returns its object name.
+
+        The image is decoded first (`vidanim.images.check_image`): anything Storage or
+        the configured providers would refuse raises InvalidInput, and nothing is
+        uploaded. The object is named after the file, reduced to characters every
+        Storage server and URL accepts, behind a short random prefix; `name` gives the
+        exact object name instead (it must already be such a name).
+        """
         if isinstance(image, Path):
-            data = image.read_bytes()
-            name = name or f"{uuid.uuid4().hex[:8]}-{image.name}"
+            try:
+                data = image.read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"{image}: cannot read the file ({exc.strerror or exc})") from None
+            shown = image.name
         else:
             data = image
-            name = name or f"{uuid.uuid4().hex}.png"
-        suffix = Path(name).suffix.lower()
-        content_type = IMAGE_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or ""
-        if suffix not in IMAGE_TYPES:
-            raise InvalidInput(f"{name}: the image must be a .png, .jpg, .jpeg or .webp file")
-        path = f"{self.user_id}/{name}"
-        self.transport.upload(INPUT_BUCKET, path, data, content_type)
+            shown = name or "image.png"
+        size_limit, types = self.input_limits()
+        checked = check_image(data, name or shown, rules=self.image_rules, size_limit=size_limit, allowed_types=types)
+        if name is not None:
+            if name != safe_file_name(name):
+                raise InvalidInput(f"{name!r}: an object name may hold only letters, digits, '.', '_' and '-'")
+            object_name = name
+        else:
+            object_name = f"{uuid.uuid4().hex[:8]}-{safe_file_name(shown)}"
+        path = f"{self.user_id}/{object_name}"
+        self.transport.upload(INPUT_BUCKET, path, checked.data, checked.content_type)
         return path
 
     # jobs ----------------------------------------------------------------------------

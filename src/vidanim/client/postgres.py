@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from vidanim.errors import NotSignedIn, VidanimError, from_sqlstate
-from vidanim.storage.base import SignedUrl, StorageError, check_object_name
+from vidanim.storage.base import SignedUrl, StorageError, check_object_name, entity_too_large, invalid_mime_type
 from vidanim.storage.local import LocalSigner
 
 SET_CONTEXT: LiteralString = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
@@ -30,6 +30,7 @@ RPC: dict[str, LiteralString] = {
     "%(p_input_image_path)s, %(p_prompt)s, %(p_options)s, %(p_client_request_id)s)",
     "cancel_video_job": "select * from public.cancel_video_job(%(p_job_id)s)",
     "get_video_quota": "select * from public.get_video_quota()",
+    "get_video_input_limits": "select * from public.get_video_input_limits()",
 }
 JOB: LiteralString = "select * from public.video_jobs where id = %s"
 JOBS: LiteralString = "select * from public.video_jobs order by created_at desc limit %s"
@@ -38,7 +39,7 @@ CAN_READ: LiteralString = "select 1 from storage.objects where bucket_id = %s an
 RECORD_UPLOAD: LiteralString = (
     "insert into storage.objects (bucket_id, name, owner_id, metadata) values (%s, %s, %s, %s)"
 )
-BUCKET_LIMITS: LiteralString = "select file_size_limit, allowed_mime_types from storage.buckets where id = %s"
+INPUT_LIMITS: LiteralString = "select file_size_limit, allowed_mime_types from public.get_video_input_limits()"
 
 
 def verify_token(
@@ -134,13 +135,15 @@ class PostgresTransport:
             raise StorageError("this client has no local storage configured", status=503)
         check_object_name(path)
         target = (self.storage_root / bucket / path).resolve()
-        limits = self._as_user(BUCKET_LIMITS, (bucket,))
+        # Users upload into video-inputs only (the policies refuse the rest); its limits
+        # are what the Storage server would enforce.
+        limits = self._as_user(INPUT_LIMITS, ()) if bucket == "video-inputs" else []
         if limits:
             size_limit, types = limits[0]["file_size_limit"], limits[0]["allowed_mime_types"]
-            if size_limit is not None and len(data) > size_limit:
-                raise StorageError(f"the image is larger than the {bucket} limit", status=413)
             if types and content_type not in types:
-                raise StorageError(f"{content_type} is not allowed in {bucket}", status=415)
+                raise invalid_mime_type(content_type)
+            if size_limit is not None and len(data) > size_limit:
+                raise entity_too_large(bucket)
         meta = Jsonb({"size": len(data), "mimetype": content_type})
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
@@ -149,7 +152,7 @@ class PostgresTransport:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
         except psycopg.errors.UniqueViolation:
-            raise StorageError(f"{bucket}/{path} already exists", status=409) from None
+            raise StorageError(f"{bucket}/{path} already exists", status=409, code="KeyAlreadyExists") from None
         except psycopg.Error as exc:
             raise _error(exc) from exc
 

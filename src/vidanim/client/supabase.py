@@ -19,7 +19,7 @@ import jwt
 from vidanim.errors import NotSignedIn, VidanimError, from_sqlstate
 from vidanim.storage.base import SignedUrl, StorageError
 
-FUNCTIONS = ("request_video_animation", "cancel_video_job", "get_video_quota")
+FUNCTIONS = ("request_video_animation", "cancel_video_job", "get_video_quota", "get_video_input_limits")
 
 
 def _api_error(exc: Exception) -> VidanimError:

@@ -10,6 +10,7 @@ import typer
 
 from vidanim.client import JobView, PostgresTransport, SupabaseTransport, VidanimClient
 from vidanim.commands.common import DatabaseUrl, JsonOut, emit_json, fail, handled, settings, user_client
+from vidanim.images import rules_for
 from vidanim.settings import Settings
 from vidanim.storage.local import LocalSigner
 
@@ -22,7 +23,10 @@ def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimCl
     if token is None:
         raise typer.BadParameter("say who asks: --access-token TOKEN (a user's), or --user UUID (operators)")
     if s.storage_backend == "supabase" and s.supabase_url and s.supabase_anon_key is not None:
-        return VidanimClient(SupabaseTransport(s.supabase_url, s.supabase_anon_key.get_secret_value(), token))
+        return VidanimClient(
+            SupabaseTransport(s.supabase_url, s.supabase_anon_key.get_secret_value(), token),
+            image_rules=rules_for(s.provider_order()),
+        )
     signer = LocalSigner(
         s.local_storage_secret.get_secret_value() if s.local_storage_secret else None, s.local_storage_url
     )
@@ -34,7 +38,8 @@ def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimCl
             jwks_url=s.jwks_url,
             storage_root=s.local_storage_dir,
             signer=signer,
-        )
+        ),
+        image_rules=rules_for(s.provider_order()),
     )
 
 

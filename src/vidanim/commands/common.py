@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from vidanim.client import PostgresTransport, VidanimClient
 from vidanim.errors import VidanimError, from_sqlstate
+from vidanim.images import rules_for
 from vidanim.settings import Settings
 from vidanim.storage.base import StorageError
 from vidanim.storage.local import LocalSigner
@@ -96,7 +97,7 @@ def user_client(s: Settings, user_id: uuid.UUID) -> VidanimClient:
         storage_root=s.local_storage_dir,
         signer=signer,
     )
-    return VidanimClient(transport)
+    return VidanimClient(transport, image_rules=rules_for(s.provider_order()))
 
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")

@@ -6,6 +6,7 @@ real services and to the loopback simulator.
 """
 
 from vidanim.providers.base import (
+    InputRefused,
     PermanentProviderError,
     Provider,
     ProviderError,
@@ -16,6 +17,7 @@ from vidanim.providers.base import (
 )
 
 __all__ = [
+    "InputRefused",
     "PermanentProviderError",
     "Provider",
     "ProviderError",

@@ -4,7 +4,9 @@ ProviderError
  ├── TransientProviderError   retry later (timeouts, connection errors, 408/409/
  │                            429/5xx, X-Fal-Retryable: true); carries Retry-After
  └── PermanentProviderError   do not retry (other 4xx, moderation, a failed task);
-                              carries a message a user can read
+     │                        carries a message a user can read
+     └── InputRefused         the provider refused the input image itself (fal 422
+                              on image_url, Runway 400 on promptImage)
 """
 
 from __future__ import annotations
@@ -70,6 +72,34 @@ class TransientProviderError(ProviderError):
 
 class PermanentProviderError(ProviderError):
     """Repeating the call will not help; `message` is fit for the user."""
+
+
+# What to change, appended to a provider's reason for refusing an image.
+INPUT_ADVICE = (
+    "Use a PNG, JPEG or WebP photo at least 300 pixels on each side,"
+    " no more than twice as wide as it is tall (or as tall as it is wide)."
+)
+
+
+class InputRefused(PermanentProviderError):
+    """The provider refused the input image itself; the same image will not do."""
+
+    def __init__(self, provider: str, reason: str, *, status_code: int | None = None):
+        reason = " ".join(reason.split())[:200].rstrip(".")
+        super().__init__(
+            f"The video provider could not use this image ({reason}). {INPUT_ADVICE}",
+            code="input_refused",
+            status_code=status_code,
+        )
+        self.provider = provider
+        self.reason = reason
+
+
+def body_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import httpx
 from vidanim.providers.base import (
     MAX_IN_FLIGHT,
     TRANSIENT_HTTP,
+    InputRefused,
     PermanentProviderError,
     ProviderError,
     ProviderHttp,
@@ -24,6 +25,7 @@ from vidanim.providers.base import (
     TaskState,
     TaskStatus,
     TransientProviderError,
+    body_json,
     error_detail,
     parse_retry_after,
 )
@@ -43,6 +45,24 @@ STATUS_MAP: dict[str, TaskState] = {
 
 # error_type values fal documents as content or input problems: the user's to fix.
 MODERATION_HINTS = ("content_policy", "moderation", "nsfw", "safety")
+
+
+# Input fields that carry the image, across fal's Kling versions.
+IMAGE_FIELDS = frozenset({"image_url", "start_image_url"})
+
+
+def image_refusal(response: httpx.Response) -> str | None:
+    """The reason, when a 422's validation errors point at the image field.
+
+    fal answers invalid input as FastAPI does: `{"detail": [{"loc": ["body",
+    "image_url"], "msg": ..., "type": ...}]}`.
+    """
+    body = body_json(response)
+    details = body.get("detail") if isinstance(body, dict) else None
+    for item in details if isinstance(details, list) else []:
+        if isinstance(item, dict) and IMAGE_FIELDS & {str(part) for part in item.get("loc") or []}:
+            return str(item.get("msg") or "the image was refused")
+    return None
 
 
 def classify_response(response: httpx.Response) -> ProviderError | None:
@@ -69,6 +89,8 @@ def classify_response(response: httpx.Response) -> ProviderError | None:
             code="content_moderated",
             status_code=response.status_code,
         )
+    if response.status_code == 422 and (reason := image_refusal(response)):
+        return InputRefused(NAME, reason, status_code=422)
     return PermanentProviderError(
         f"fal refused the request ({response.status_code}): {detail}",
         code=f"fal_{response.status_code}",

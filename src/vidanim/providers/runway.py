@@ -18,6 +18,7 @@ import httpx
 from vidanim.providers.base import (
     MAX_IN_FLIGHT,
     TRANSIENT_HTTP,
+    InputRefused,
     PermanentProviderError,
     ProviderError,
     ProviderHttp,
@@ -25,6 +26,7 @@ from vidanim.providers.base import (
     TaskState,
     TaskStatus,
     TransientProviderError,
+    body_json,
     error_detail,
     parse_retry_after,
 )
@@ -46,6 +48,22 @@ STATUS_MAP: dict[str, TaskState] = {
 FORWARDED_OPTIONS = {"model", "ratio", "duration", "seed"}
 
 
+def image_refusal(response: httpx.Response) -> str | None:
+    """The reason, when a 400 is about `promptImage`.
+
+    Runway's 400 body has an `error` text and, for invalid fields, `issues` with a
+    `path` each (`["promptImage"]`).
+    """
+    body = body_json(response)
+    if not isinstance(body, dict):
+        return None
+    for issue in body.get("issues") or []:
+        if isinstance(issue, dict) and "promptImage" in [str(p) for p in issue.get("path") or []]:
+            return str(issue.get("message") or body.get("error") or "the image was refused")
+    error = body.get("error")
+    return error if isinstance(error, str) and "promptImage" in error else None
+
+
 def classify_response(response: httpx.Response) -> ProviderError | None:
     if response.is_success:
         return None
@@ -58,6 +76,8 @@ def classify_response(response: httpx.Response) -> ProviderError | None:
             status_code=response.status_code,
             retry_after=parse_retry_after(response),
         )
+    if response.status_code == 400 and (reason := image_refusal(response)):
+        return InputRefused(NAME, reason, status_code=400)
     return PermanentProviderError(
         f"runway refused the request ({response.status_code}): {detail}",
         code=f"runway_{response.status_code}",

@@ -15,11 +15,27 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class StorageError(Exception):
-    """A storage operation failed."""
+    """A storage operation failed.
 
-    def __init__(self, message: str, *, status: int | None = None):
+    `status` is the real status (the body's `statusCode` on Supabase, where most
+    errors travel as HTTP 400); `code` is the Storage server's error code
+    (`EntityTooLarge`, `InvalidMimeType`, `KeyAlreadyExists`, `NoSuchKey`, ...).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
         super().__init__(message)
         self.status = status
+        self.code = code
+
+
+def entity_too_large(bucket: str) -> StorageError:
+    """The Storage server's refusal of an object over the bucket's `file_size_limit`."""
+    return StorageError(f"{bucket}: The object exceeded the maximum allowed size", status=413, code="EntityTooLarge")
+
+
+def invalid_mime_type(content_type: str) -> StorageError:
+    """The Storage server's refusal of a type outside the bucket's `allowed_mime_types`."""
+    return StorageError(f"mime type {content_type} is not supported", status=415, code="InvalidMimeType")
 
 
 class ObjectExists(StorageError):

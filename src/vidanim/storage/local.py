@@ -34,7 +34,15 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from vidanim.simulator.http import QuietThreadingHTTPServer
-from vidanim.storage.base import ObjectExists, ObjectInfo, SignedUrl, StorageError, check_object_name
+from vidanim.storage.base import (
+    ObjectExists,
+    ObjectInfo,
+    SignedUrl,
+    StorageError,
+    check_object_name,
+    entity_too_large,
+    invalid_mime_type,
+)
 
 OBJECT_INFO: LiteralString = "select metadata from storage.objects where bucket_id = %s and name = %s"
 BUCKET_LIMITS: LiteralString = "select file_size_limit, allowed_mime_types from storage.buckets where id = %s"
@@ -141,10 +149,12 @@ class LocalStorage:
             if limits is None:
                 raise StorageError(f"bucket {bucket} not found", status=404)
             if (await (await cur.execute(OBJECT_INFO, (bucket, path))).fetchone()) is not None:
-                raise ObjectExists(f"{bucket}/{path} already exists", status=409)
+                raise ObjectExists(f"{bucket}/{path} already exists", status=409, code="KeyAlreadyExists")
         size_limit, mime_types = limits
         if mime_types and content_type not in mime_types:
-            raise StorageError(f"content type {content_type} is not allowed in {bucket}", status=415)
+            raise invalid_mime_type(content_type)
+        if size_limit is not None and announced is not None and announced > size_limit:
+            raise entity_too_large(bucket)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         size = 0
@@ -153,7 +163,7 @@ class LocalStorage:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size_limit is not None and size > size_limit:
-                        raise StorageError(f"object exceeds the {bucket} size limit", status=413)
+                        raise entity_too_large(bucket)
                     await asyncio.to_thread(out.write, chunk)
             if announced is not None and announced != size:
                 raise StorageError(f"upload of {bucket}/{path} sent {size} bytes, not {announced}", status=400)
@@ -166,7 +176,7 @@ class LocalStorage:
         async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             row = await (await cur.execute(RECORD_OBJECT, (bucket, path, owner, Jsonb(meta)))).fetchone()
         if row is None:
-            raise ObjectExists(f"{bucket}/{path} already exists", status=409)
+            raise ObjectExists(f"{bucket}/{path} already exists", status=409, code="KeyAlreadyExists")
         return ObjectInfo(bucket, path, size, content_type)
 
     async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:

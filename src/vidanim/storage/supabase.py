@@ -103,7 +103,7 @@ class SupabaseStorage:
         )
         status = _status(response)
         if status == 409:
-            raise ObjectExists(f"{bucket}/{path} already exists", status=409)
+            raise ObjectExists(f"{bucket}/{path} already exists", status=409, code="KeyAlreadyExists")
         if not response.is_success or status >= 400:
             raise StorageError(f"storage upload failed ({status}): {_message(response)}", status=status)
         if announced is not None and announced != size:

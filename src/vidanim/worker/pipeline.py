@@ -21,9 +21,11 @@ from typing import Any
 import httpx
 
 from vidanim.errors import Conflict, VidanimError
+from vidanim.images import PROVIDER_RULES, probe_size
 from vidanim.jobs import Job
 from vidanim.logs import log_event, safe_url
 from vidanim.providers.base import (
+    InputRefused,
     PermanentProviderError,
     Provider,
     ProviderError,
@@ -45,6 +47,10 @@ UNAVAILABLE = "The video providers are not available right now; the job will not
 TIMED_OUT = "The video took too long to make and was stopped; the job was not charged."
 PROVIDER_CANCELED = "The provider stopped working on this video."
 INPUT_MISSING = "The input image is no longer available; upload it again and make a new request."
+# Refusals about the user's own request: their message goes to the user as is.
+USER_FAULT_CODES = ("content_moderated", "input_refused")
+# Bytes of the input image read to learn its size in pixels after a provider refused it.
+IMAGE_HEAD_BYTES = 64 * 1024
 # Polls slow down by this factor up to twice the provider's cadence.
 POLL_GROWTH = 1.25
 DELIVERY_ATTEMPTS = 4
@@ -124,7 +130,10 @@ class JobPipeline:
                 await self._give_up(job, [TransientProviderError(str(exc), code="storage_unavailable")])
             return None
         errors: list[ProviderError] = []
+        skip: set[str] = set()
         for name in self.order:
+            if name in skip:
+                continue
             provider = self.providers[name]
             for attempt in range(self.settings.submit_attempts):
                 if control.interrupted():
@@ -145,6 +154,20 @@ class JobPipeline:
                         )
                         await control.wait(delay)
                     continue
+                except InputRefused as exc:
+                    # The image itself: another provider gets it only if its documented
+                    # limits take it; with none left, _give_up fails the job with this message.
+                    later = self.order[self.order.index(name) + 1 :]
+                    accepting = await self._providers_accepting(job, image.url, later)
+                    log_event(
+                        log,
+                        "provider.input_refused",
+                        logging.WARNING,
+                        **self._fields(job, provider=name, reason=exc.reason, fallback=",".join(accepting) or None),
+                    )
+                    skip.update(set(later) - set(accepting))
+                    errors.append(exc)
+                    break
                 except PermanentProviderError as exc:
                     errors.append(exc)
                     log_event(
@@ -155,6 +178,31 @@ class JobPipeline:
             log_event(log, "provider.fallback", logging.WARNING, **self._fields(job, provider=name))
         await self._give_up(job, errors)
         return None
+
+    async def _providers_accepting(self, job: Job, image_url: str, names: list[str]) -> list[str]:
+        """Which of `names` document limits this job's image meets; none when unknown."""
+        if not names:
+            return []
+        size = getattr(await self.storage.info(INPUT_BUCKET, job.input_image_path), "size", None)
+        dims = probe_size(await self._read_head(image_url))
+        if dims is None:
+            return []  # cannot tell: do not pay another provider to find out
+        return [n for n in names if n in PROVIDER_RULES and PROVIDER_RULES[n].accepts(*dims, size)]
+
+    async def _read_head(self, url: str) -> bytes:
+        """The first bytes of an object behind a signed URL: enough for an image header."""
+        head = bytearray()
+        try:
+            async with self.http.stream("GET", url, headers={"Range": f"bytes=0-{IMAGE_HEAD_BYTES - 1}"}) as r:
+                if r.status_code >= 400:
+                    return b""
+                async for chunk in r.aiter_bytes():
+                    head += chunk
+                    if len(head) >= IMAGE_HEAD_BYTES:
+                        break
+        except httpx.HTTPError:
+            return b""
+        return bytes(head[:IMAGE_HEAD_BYTES])
 
     async def _record(self, job: Job, provider: Provider, submission: Submission) -> Submission | None:
         """Commit provider and task id before the first poll; if we may not, cancel the task."""
@@ -197,7 +245,7 @@ class JobPipeline:
             return
         permanent = [e for e in errors if isinstance(e, PermanentProviderError)]
         if permanent and not transient:
-            moderated = next((e for e in permanent if e.code == "content_moderated"), None)
+            moderated = next((e for e in permanent if e.code in USER_FAULT_CODES), None)
             chosen = moderated or permanent[-1]
             message = chosen.message if moderated else "The video providers refused this request."
             await self._fail(job, chosen.code, message)

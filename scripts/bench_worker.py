@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import psycopg
 
 from vidanim.db.embedded import EmbeddedPostgres
@@ -194,7 +196,8 @@ def bench_memory(size_mib: int) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = f"http://127.0.0.1:{sim_port}"
     storage_url = f"http://127.0.0.1:{storage_port}"
-    auth = {"Authorization": "Bearer fake-service-role-key", "apikey": "fake-service-role-key"}
+    storage_secret = secrets.token_urlsafe(32)  # the Storage stand-in's JWT secret, as a project's
+    service_key = jwt.encode({"role": "service_role", "iss": "supabase"}, storage_secret, algorithm="HS256")
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
         sim = subprocess.Popen(
             [
@@ -217,10 +220,9 @@ def bench_memory(size_mib: int) -> list[str]:
         )
         # The Storage stand-in records objects in storage.objects, as Supabase's server does.
         sink_code = (
-            "import time; from tests.support import fake_supabase_storage as m;"
-            "from vidanim.simulator.http import QuietThreadingHTTPServer as S;"
-            f"f = m.FakeSupabaseStorage(database_url={dsn!r}); f._server.server_close();"
-            f"f._server = S(('127.0.0.1', {storage_port}), m._handler(f)); f.__enter__(); time.sleep(10**6)"
+            "from tests.support import fake_supabase_storage as m;"
+            f"m.FakeSupabaseStorage(database_url={dsn!r}, jwt_secret={storage_secret!r}, port={storage_port})"
+            ".serve_forever()"
         )
         sink = subprocess.Popen([sys.executable, "-c", sink_code], env=env, cwd=ROOT)
         try:
@@ -238,8 +240,8 @@ def bench_memory(size_mib: int) -> list[str]:
             url = httpx.get(task["response_url"], headers={"Authorization": "Key sim-fal-key"}).json()["video"]["url"]
             started = time.perf_counter()
             subprocess.run(
-                f"curl -sf '{url}' | curl -sf -X POST -H 'Authorization: Bearer fake-service-role-key'"
-                f" -H 'apikey: fake-service-role-key' -H 'Content-Type: video/mp4' -T -"
+                f"curl -sf '{url}' | curl -sf -X POST -H 'Authorization: Bearer {service_key}'"
+                f" -H 'Content-Type: video/mp4' -T -"
                 f" {storage_url}/storage/v1/object/video-outputs/curl/baseline.mp4 -o /dev/null",
                 shell=True,
                 check=True,
@@ -247,15 +249,6 @@ def bench_memory(size_mib: int) -> list[str]:
             curl_seconds = time.perf_counter() - started
             store = Path(tmp)
             make_jobs(dsn, store, 1)
-            with psycopg.connect(dsn) as conn:
-                (name,) = conn.execute(
-                    "select name from storage.objects where bucket_id = 'video-inputs'"
-                ).fetchone() or ("",)
-            httpx.post(
-                f"{storage_url}/storage/v1/object/video-inputs/{name}",
-                content=b"\x89PNG\r\n\x1a\n",
-                headers={**auth, "Content-Type": "image/png"},
-            )
             wenv = worker_env(
                 dsn,
                 base,
@@ -263,7 +256,7 @@ def bench_memory(size_mib: int) -> list[str]:
                 VIDANIM_FAL_POLL_SECONDS="0.05",
                 VIDANIM_STORAGE_BACKEND="supabase",
                 VIDANIM_SUPABASE_URL=storage_url,
-                VIDANIM_SUPABASE_SERVICE_ROLE_KEY="fake-service-role-key",
+                VIDANIM_SUPABASE_SERVICE_ROLE_KEY=service_key,
             )
             worker = subprocess.Popen([sys.executable, "-m", "vidanim", "worker", "--until-idle"], env=wenv, cwd=ROOT)
             peak = 0

@@ -112,6 +112,43 @@ PLANTS = [
         "\"select file_size_limit, allowed_mime_types from storage.buckets where id = 'video-inputs'\"",
         "tests/client/test_client.py::test_local_storage_refuses_what_the_storage_server_refuses_with_its_codes",
     ),
+    Plant(
+        "uploads share keep-alive connections, which a refused upload leaves unread",
+        "src/vidanim/storage/supabase.py",
+        '            "Connection": "close",\n',
+        "",
+        "tests/storage/test_supabase.py::"
+        "test_a_duplicate_large_upload_is_known_as_stored_and_does_not_poison_the_next_call",
+    ),
+    Plant(
+        "info uses the route that answers a wrong key as anon",
+        "src/vidanim/storage/supabase.py",
+        'f"/object/info/authenticated/{self._key(bucket, path)}"',
+        'f"/object/info/{self._key(bucket, path)}"',
+        "tests/storage/test_supabase.py::test_a_wrong_key_is_an_error_never_a_missing_object",
+    ),
+    Plant(
+        "a Storage refusal of the worker's key fails the user's job",
+        "src/vidanim/worker/pipeline.py",
+        '            await self.db.defer(job.id, self.worker_id, delay, "storage_unavailable")',
+        '            await self._fail(job, "storage_unavailable", reason)',
+        "tests/worker/test_storage_faults.py::"
+        "test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each_with_one_payment",
+    ),
+    Plant(
+        "the output bucket's size limit is not checked before streaming",
+        "src/vidanim/worker/pipeline.py",
+        "max_bytes = min(self.settings.output_max_bytes, limit) if limit else self.settings.output_max_bytes",
+        "max_bytes = self.settings.output_max_bytes",
+        "tests/worker/test_storage_faults.py::test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds",
+    ),
+    Plant(
+        "storage cleanup trusts a DELETE's 200 and ignores the list of what it deleted",
+        "src/vidanim/commands/storage.py",
+        "                if name in deleted:\n",
+        "                if True:\n",
+        "tests/test_cli_ops.py::test_storage_cleanup_names_what_storage_did_not_delete_and_those_jobs_keep_their_video",
+    ),
 ]
 
 

@@ -8,11 +8,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import jwt
 import pytest
 from typer.testing import CliRunner
 
 from tests.db.helpers import claim, request_job, update_status
+from tests.support.fake_supabase_storage import FakeSupabaseStorage
 from tests.support.image_cases import REFUSED
 from tests.support.images import PNG
 from tests.support.seed import create_user, put_input_image, put_object
@@ -220,6 +222,54 @@ def test_storage_cleanup_expires_old_videos_and_deletes_them(env, conn, tmp_path
     bad = invoke("storage", "cleanup", "--older-than", "a month")
     assert bad.exit_code == 2
     assert "30d" in bad.output
+
+
+def _age(conn, job_id, days: int) -> None:
+    conn.execute(
+        "alter table public.video_jobs disable trigger video_jobs_enforce_transition;"
+        f" update public.video_jobs set completed_at = now() - interval '{days} days' where id = '{job_id}';"
+        " alter table public.video_jobs enable trigger video_jobs_enforce_transition"
+    )
+
+
+def test_storage_cleanup_names_what_storage_did_not_delete_and_those_jobs_keep_their_video(env, conn, db):
+    user = create_user(conn)
+    jobs = [request_job(conn, user, put_input_image(conn, user, f"{n}.png")) for n in "ab"]
+    with FakeSupabaseStorage(db.dsn) as storage:
+        for job in jobs:
+            _processing(conn, job["id"])
+            path = f"{user}/{job['id']}.mp4"
+            stored = httpx.post(
+                f"{storage.url}/storage/v1/object/video-outputs/{path}",
+                content=b"\0\0\0\x1cftypisom",
+                headers={"Authorization": f"Bearer {storage.service_key}", "Content-Type": "video/mp4"},
+            )
+            assert stored.status_code == 200
+            update_status(conn, job["id"], "completed", output_video_path=path, worker_id="w")
+            _age(conn, job["id"], 40)
+        # A key that is not the service role's: Storage answers 200 [] and deletes nothing.
+        env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
+        env.setenv("VIDANIM_SUPABASE_URL", storage.url)
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", storage.anon_key)
+        result = invoke("storage", "cleanup", "--older-than", "30d")
+        assert result.exit_code == 1
+        names = sorted(f"{user}/{j['id']}.mp4" for j in jobs)
+        assert "could not delete 2 video(s); their jobs keep them: " in result.output
+        assert all(n in result.output for n in names)
+        rows = conn.execute(
+            "select output_video_path, output_expired_at from public.video_jobs where user_id = %s order by 1", (user,)
+        ).fetchall()
+        assert rows == [(n, None) for n in names], "no job claims its video is gone while it is stored"
+        assert len(storage.objects) == 2
+
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", storage.service_key)
+        result = invoke("storage", "cleanup", "--older-than", "30d")
+        assert result.exit_code == 0, result.output
+        assert storage.objects == {}
+        expired = conn.execute(
+            "select count(*) from public.video_jobs where user_id = %s and output_expired_at is not null", (user,)
+        ).fetchone()
+        assert expired == (2,)
 
 
 def test_animate_as_a_user_with_wait_follows_the_job_live(env, conn, tmp_path, db):

@@ -6,9 +6,10 @@
      ├── NotFound             PT404  image or job missing, or not the caller's
      ├── Conflict             PT409  job already ended, lease lost, illegal change
      ├── IdempotencyMismatch  PT422  client_request_id reused with other parameters
-     └── QuotaError           PT429
-          ├── QuotaExceeded        daily quota used up (carries resets_at)
-          └── TooManyActiveJobs    too many queued or processing jobs
+     ├── QuotaError           PT429
+     │    ├── QuotaExceeded        daily quota used up (carries resets_at)
+     │    └── TooManyActiveJobs    too many queued or processing jobs
+     └── Unavailable                     a service vidanim needs could not be reached
 
 A user never sees a traceback: each class carries the database's message, which is
 written for people.
@@ -91,6 +92,10 @@ class QuotaExceeded(QuotaError):
 
 class TooManyActiveJobs(QuotaError):
     """Too many jobs are queued or processing."""
+
+
+class Unavailable(VidanimError):
+    """A service vidanim needs (Supabase's API, Storage) could not be reached; try again later."""
 
 
 _BY_SQLSTATE: dict[str, type[VidanimError]] = {

@@ -9,6 +9,10 @@ from typing import Any
 
 ACTIVE = ("queued", "processing")
 TERMINAL = ("completed", "failed", "canceled")
+# What a waiting job's `waiting_reason` means, for the people who wait.
+WAITING_REASONS = {
+    "storage_unavailable": "Your video is made and waits to be stored; this takes longer than usual.",
+}
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,20 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    #: why a job the worker left for later is waiting (a code, see WAITING_REASONS)
+    waiting_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         values: dict[str, Any] = {f.name: row.get(f.name) for f in fields(cls)}
         return cls(**values)
+
+    @property
+    def waiting_message(self) -> str | None:
+        """The waiting reason in words a user reads, or None when the job is not waiting."""
+        if self.waiting_reason is None:
+            return None
+        return WAITING_REASONS.get(self.waiting_reason, "Your video is delayed; it will continue on its own.")
 
     @property
     def output_path(self) -> str:

@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(40);
+select plan(46);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -33,7 +33,9 @@ insert into service_functions values
   ('reset_video_quota', array['uuid', 'date']),
   ('set_video_quota_limits', array['uuid', 'integer', 'integer']),
   ('set_video_quota_defaults', array['integer', 'integer']),
-  ('expire_video_outputs', array['interval', 'integer']);
+  ('expire_video_outputs', array['interval', 'integer']),
+  ('restore_video_output', array['uuid']),
+  ('defer_video_job', array['uuid', 'text', 'double precision', 'text']);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;
@@ -51,7 +53,7 @@ select is_empty(
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
                              'schedule_video_job_retry', 'service_update_video_job_status',
                              'reset_video_quota', 'set_video_quota_limits', 'set_video_quota_defaults',
-                             'expire_video_outputs')
+                             'expire_video_outputs', 'restore_video_output', 'defer_video_job')
        and (has_function_privilege('anon', p.oid, 'execute')
             or has_function_privilege('authenticated', p.oid, 'execute'))$$,
   'no other vidanim function in public is executable by anon or authenticated'

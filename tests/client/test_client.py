@@ -239,6 +239,15 @@ def test_any_local_file_name_becomes_a_safe_object_name(make_client, conn, tmp_p
     assert client.request_animation(path).status == "queued"
 
 
+@pytest.mark.parametrize("bad", ["{user}/../{user}/x.png", "{user}/./x.png", "/{user}/x.png"])
+def test_a_dot_segment_or_an_absolute_name_is_invalid_input_on_every_transport(make_client, conn, bad):
+    user = create_user(conn)
+    client = make_client(user)
+    with pytest.raises(errors.InvalidInput):
+        client.transport.upload("video-inputs", bad.format(user=user), PNG, "image/png")
+    assert conn.execute("select count(*) from storage.objects").fetchone() == (0,)
+
+
 def test_a_cmyk_jpeg_is_uploaded_as_rgb(make_client, conn, tmp_path):
     client = make_client(create_user(conn))
     image = tmp_path / "print.jpg"
@@ -367,6 +376,25 @@ def test_the_postgres_transport_verifies_jwks_signing_keys(db, conn):
 
 
 # Supabase transport only: Supabase verifies, and says so in PostgREST's words ------------------
+def test_storage_refusing_an_expired_token_is_not_signed_in(db, conn):
+    user = create_user(conn)
+    expired = token_for(user, exp=datetime.now(UTC) - timedelta(seconds=5))
+    with FakeSupabaseApi(db.dsn, SECRET) as api:
+        transport = SupabaseTransport(api.url, api.anon_key(), expired)
+        with contextlib.closing(transport), pytest.raises(errors.NotSignedIn, match="jwt expired"):
+            transport.upload("video-inputs", f"{user}/a.png", PNG, "image/png")
+
+
+def test_an_unreachable_supabase_is_unavailable_not_a_traceback(conn):
+    user = create_user(conn)
+    transport = SupabaseTransport("http://127.0.0.1:1", "anon", token_for(user))
+    with contextlib.closing(transport):
+        with pytest.raises(errors.Unavailable, match="could not be reached"):
+            transport.rpc("get_video_quota", {})
+        with pytest.raises(errors.Unavailable):
+            transport.upload("video-inputs", f"{user}/a.png", PNG, "image/png")
+
+
 def test_the_supabase_transport_maps_an_expired_token(db, conn):
     user = create_user(conn)
     with FakeSupabaseApi(db.dsn, SECRET) as api:

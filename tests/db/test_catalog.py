@@ -23,6 +23,8 @@ SERVICE_API = {
     "set_video_quota_limits",
     "set_video_quota_defaults",
     "expire_video_outputs",
+    "restore_video_output",
+    "defer_video_job",
 }
 
 FUNCTIONS = """

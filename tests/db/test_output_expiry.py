@@ -70,3 +70,27 @@ def test_only_a_completed_job_may_drop_its_output(conn):
 def test_expiry_rejects_bad_arguments(conn, args, message):
     with raises_sqlstate("22023", message):
         service(conn, f"select * from public.expire_video_outputs({args})")
+
+
+def test_a_job_whose_video_was_not_deleted_gets_its_output_back_once(conn):
+    user = create_user(conn)
+    old = _completed(conn, user, 40)
+    service(conn, "select * from public.expire_video_outputs(interval '30 days')")
+    (restored,) = service(conn, "select * from public.restore_video_output(%s)", (old["id"],))
+    assert (restored["output_video_path"], restored["output_expired_at"]) == (f"{user}/{old['id']}.mp4", None)
+    with raises_sqlstate("PT404", "not a completed job whose output expired"):
+        service(conn, "select * from public.restore_video_output(%s)", (old["id"],))
+
+
+def test_restore_gives_back_only_the_jobs_own_path(conn):
+    user = create_user(conn)
+    old = _completed(conn, user, 40)
+    service(conn, "select * from public.expire_video_outputs(interval '30 days')")
+    with raises_sqlstate("PT409"):
+        conn.execute(
+            "update public.video_jobs set output_video_path = %s, output_expired_at = null where id = %s",
+            (f"{user}/someone-else.mp4", old["id"]),
+        )
+    queued = request_job(conn, user, put_input_image(conn, user, "q.png"))
+    with raises_sqlstate("PT404"):
+        service(conn, "select * from public.restore_video_output(%s)", (queued["id"],))

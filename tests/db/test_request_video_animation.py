@@ -217,3 +217,30 @@ def test_concurrent_identical_client_request_ids_create_one_job(db):
     with db.connect() as admin:
         assert usage(admin, user) == 1
         assert admin.execute("select count(*) from public.video_jobs").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("name", ["My cat é.png", "100%.png", "猫.png", "a#b.png", "a[1].png"])
+def test_names_the_storage_server_would_refuse_are_refused_before_any_charge(conn, alice, name):
+    path = put_input_image(conn, alice, name)  # recorded directly: the real server would have refused it
+    with raises_sqlstate("22023", "may hold only letters, digits"):
+        request_job(conn, alice, path)
+    assert usage(conn, alice) == 0
+
+
+@pytest.mark.parametrize("name", ["cat (1) & dog+more=ok.png", "it's @home;now:yes,?!.png"])
+def test_names_in_the_storage_servers_character_set_are_accepted(conn, alice, name):
+    assert request_job(conn, alice, put_input_image(conn, alice, name))["status"] == "queued"
+
+
+def test_an_image_over_the_buckets_size_limit_is_refused_before_any_charge(conn, alice):
+    path = put_input_image(conn, alice, "big.png")
+    conn.execute(
+        "update storage.objects set metadata = jsonb_set(metadata, '{size}', to_jsonb(10 * 1024 * 1024 + 1))"
+        " where name = %s",
+        (path,),
+    )
+    with raises_sqlstate(
+        "22023", "the input image is 10485761 bytes; the video-inputs bucket accepts at most 10485760"
+    ):
+        request_job(conn, alice, path)
+    assert usage(conn, alice) == 0

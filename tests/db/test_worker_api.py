@@ -159,3 +159,41 @@ def test_a_job_locked_by_a_slow_transaction_does_not_stall_claims_of_the_others(
         got = claim(worker, "w1", limit=10)
         holder.execute("rollback")
     assert [j["id"] for j in got] == [jobs[1]["id"], jobs[2]["id"]]
+
+
+def test_a_deferred_job_keeps_its_status_and_task_and_waits_saying_why(conn):
+    (job,) = _jobs(conn, 1)
+    claim(conn, "w1")
+    update_status(conn, job["id"], "processing", provider="fal", provider_task_id="t1", worker_id="w1")
+    (deferred,) = service(
+        conn, "select * from public.defer_video_job(%s, %s, %s, %s)", (job["id"], "w1", 60, "storage_unavailable")
+    )
+    assert (deferred["status"], deferred["provider_task_id"], deferred["attempts"]) == ("processing", "t1", 1)
+    assert (deferred["locked_by"], deferred["waiting_reason"]) == (None, "storage_unavailable")
+    assert claim(conn, "w2") == [], "not due before the delay"
+    conn.execute("update public.video_jobs set next_attempt_at = now() where id = %s", (job["id"],))
+    (again,) = claim(conn, "w2")
+    assert (again["provider_task_id"], again["waiting_reason"]) == ("t1", "storage_unavailable")
+    done = update_status(conn, job["id"], "processing", provider_status="IN_PROGRESS", worker_id="w2")
+    assert done["waiting_reason"] is None, "moving on clears the reason"
+
+
+def test_a_queued_job_deferred_before_submission_gets_its_attempt_back(conn):
+    (job,) = _jobs(conn, 1)
+    (claimed,) = claim(conn, "w1")
+    assert claimed["attempts"] == 1
+    (deferred,) = service(
+        conn, "select * from public.defer_video_job(%s, %s, %s, %s)", (job["id"], "w1", 0, "storage_unavailable")
+    )
+    assert (deferred["status"], deferred["attempts"]) == ("queued", 0)
+
+
+@pytest.mark.parametrize(
+    ("worker", "delay", "reason", "sqlstate"),
+    [("other", 10, "storage_unavailable", "PT409"), ("w1", -1, "x", "22023"), ("w1", 10, "Not A Code!", "22023")],
+)
+def test_defer_needs_the_lease_a_sane_delay_and_a_reason_code(conn, worker, delay, reason, sqlstate):
+    (job,) = _jobs(conn, 1)
+    claim(conn, "w1")
+    with raises_sqlstate(sqlstate):
+        service(conn, "select * from public.defer_video_job(%s, %s, %s, %s)", (job["id"], worker, delay, reason))

@@ -10,8 +10,6 @@ grants decide everything, as on Supabase. Only what vidanim's client uses is ser
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -24,6 +22,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from tests.support.fake_supabase_storage import FakeSupabaseStorage, StorageRoutes
 from vidanim.simulator.http import QuietThreadingHTTPServer
 
 TABLES = {"video_jobs", "video_job_events"}
@@ -45,10 +44,11 @@ def http_status(sqlstate: str | None, role: str) -> int:
 
 
 class FakeSupabaseApi:
-    def __init__(self, dsn: str, jwt_secret: str):
+    def __init__(self, dsn: str, jwt_secret: str, *, stall_seconds: float = 62.0):
         self.dsn = dsn
         self.secret = jwt_secret
-        self.objects: dict[tuple[str, str], bytes] = {}
+        # Storage behind the gateway: the same stand-in as the worker's, sharing the database.
+        self.storage = FakeSupabaseStorage(dsn, jwt_secret, listen=False, stall_seconds=stall_seconds)
         self._server = QuietThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
 
     @property
@@ -79,11 +79,8 @@ class FakeSupabaseApi:
 
 
 def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    class Handler(StorageRoutes):
+        storage = api.storage
 
         def _send(self, status: int, body: Any) -> None:
             data = json.dumps(body, default=str).encode()
@@ -126,6 +123,8 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
             )
 
         def do_POST(self) -> None:
+            if self.storage_route("POST"):
+                return None
             path = unquote(urlsplit(self.path).path)
             body = self._body()
             claims = self._claims()
@@ -133,15 +132,15 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                 return None
             if path.startswith("/rest/v1/rpc/"):
                 return self._rpc(path.removeprefix("/rest/v1/rpc/"), json.loads(body or b"{}"), claims)
-            if path.startswith("/storage/v1/object/sign/"):
-                bucket, _, name = path.removeprefix("/storage/v1/object/sign/").partition("/")
-                return self._sign(bucket, name, json.loads(body or b"{}"), claims)
-            if path.startswith("/storage/v1/object/"):
-                bucket, _, name = path.removeprefix("/storage/v1/object/").partition("/")
-                return self._upload(bucket, name, body, claims)
             return self._send(404, {"message": "not found"})
 
+        def do_DELETE(self) -> None:
+            if not self.storage_route("DELETE"):
+                self._send(404, {"message": "not found"})
+
         def do_GET(self) -> None:
+            if self.storage_route("GET"):
+                return None
             url = urlsplit(self.path)
             claims = self._claims()
             if claims is None:
@@ -189,43 +188,5 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
             except psycopg.Error as exc:
                 return self._pg_error(exc, claims.get("role", "anon"))
             return self._send(200, rows if found[0] else (rows[0] if rows else None))
-
-        def _storage_error(self, code: str, error: str, message: str) -> None:
-            self._send(400, {"statusCode": code, "error": error, "message": message})
-
-        def _upload(self, bucket: str, name: str, body: bytes, claims: dict[str, Any]) -> None:
-            content_type = self.headers.get("Content-Type", "")
-            data, file_type = body, content_type
-            if content_type.startswith("multipart/form-data"):
-                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                    b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-                )
-                for part in message.iter_parts():
-                    if part.get_param("name", header="content-disposition") == "file":
-                        data = part.get_payload(decode=True) or b""
-                        file_type = part.get_content_type()
-            insert = sql.SQL(
-                "insert into storage.objects (bucket_id, name, owner_id, metadata) values (%s, %s, %s, %s)"
-            )
-            try:
-                api.run_as(
-                    claims, insert, (bucket, name, claims.get("sub"), Jsonb({"size": len(data), "mimetype": file_type}))
-                )
-            except psycopg.errors.UniqueViolation:
-                return self._storage_error("409", "Duplicate", "The resource already exists")
-            except psycopg.Error as exc:
-                return self._storage_error("403", "AccessDenied", exc.diag.message_primary or "denied")
-            api.objects[(bucket, name)] = data
-            return self._send(200, {"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-000000000000"})
-
-        def _sign(self, bucket: str, name: str, body: dict[str, Any], claims: dict[str, Any]) -> None:
-            if "expiresIn" not in body:
-                return self._storage_error("400", "InvalidRequest", "body must have required property 'expiresIn'")
-            visible = api.run_as(
-                claims, sql.SQL("select 1 from storage.objects where bucket_id = %s and name = %s"), (bucket, name)
-            )
-            if not visible:
-                return self._storage_error("404", "not_found", "Object not found")
-            return self._send(200, {"signedURL": f"/object/sign/{bucket}/{name}?token=fake.{body['expiresIn']}"})
 
     return Handler

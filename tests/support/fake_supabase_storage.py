@@ -1,22 +1,92 @@
-"""A loopback stand-in for Supabase's Storage server, speaking its documented HTTP API.
+"""A loopback stand-in for Supabase's Storage server that behaves as the real one does.
 
-Shapes as observed on a real Storage server (the open-source supabase/storage):
-most errors are HTTP 400 with the real code in the body's `statusCode`; uploads to
-an existing path are `409 Duplicate` unless `x-upsert: true`; signed URLs are
-relative; requests without `Authorization` are `InvalidRequest`. Bodies are read
-as they arrive (chunked or not) and only their size and first bytes are kept.
+The behaviour is that of the open-source server (supabase/storage v1.11), measured
+against vidanim's migrations; docs/storage.md lists each fact. In short:
+
+- Requests run as the JWT's role with its claims set locally, on the real database:
+  storage.objects and its RLS policies decide, and buckets come from storage.buckets.
+- Errors are HTTP 400 (500 stays 500) with the real status in the body:
+  `{"statusCode": "409", "code": "KeyAlreadyExists", "error": "Duplicate", "message": ...}`.
+  A bad or expired JWT is `statusCode "403"`; no Authorization header is "400".
+- An upload it refuses (bad JWT, bad name, no bucket, wrong type, too large by
+  Content-Length, duplicate, RLS) is answered *before its body is read*. Up to about
+  200 KB of body the connection then carries on; above that the server stops reading
+  it: the next request on the connection hangs until the server drops the connection
+  (after `stall_seconds`, about 62 s on the real server); from a few MB the refused
+  request itself hangs that long and ends in a transport error, its answer lost.
+- `file_size_limit` is checked only against a Content-Length: a chunked body of any
+  size is stored.
+- Object names must match `[A-Za-z0-9_/!.*'() &$=@;:+,?-]`, else `InvalidKey`.
+- `GET /object/info/{bucket}/{name}` accepts a missing or invalid JWT and runs as
+  anon: a private bucket's object then reads as "Bucket not found" (404).
+  `/object/info/authenticated/...` requires a valid JWT.
+- `DELETE /object/{bucket}` answers 200 with the objects it deleted: `[]` when RLS
+  hides them from the caller.
+- The `apikey` header is ignored (Supabase's gateway checks it, not this server).
+- A signed URL comes back relative and not percent-encoded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.parser
+import email.policy
 import json
+import re
+import socket
+import struct
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from vidanim.simulator.http import QuietThreadingHTTPServer
+
+DEFAULT_SECRET = "fake-storage-jwt-secret-of-at-least-32-characters"
+VALID_KEY = re.compile(r"^[A-Za-z0-9_/!.*'() &$=@;:+,?-]+$")
+# Bodies up to this size are drained after an early refusal; the real server's
+# connection survives them (measured: clean up to about 200 KB).
+CLEAN_REFUSAL_BYTES = 200_000
+# Above this, the refused request itself hangs until the connection drops, and its
+# answer is lost (measured: "from a few MB", ReadError after about 62 s).
+HANGING_REFUSAL_BYTES = 4 * 1024 * 1024
+# Bytes of each object kept for downloads through signed URLs; larger objects keep
+# their size and first bytes only (a benchmark streams gigabytes through here).
+KEEP_BYTES = 16 * 1024 * 1024
+
+INSERT_OBJECT = "insert into storage.objects (bucket_id, name, owner_id, metadata) values (%s, %s, %s, %s) returning id"
+SELECT_OBJECT = (
+    "select id, name, metadata, created_at, updated_at from storage.objects where bucket_id = %s and name = %s"
+)
+DELETE_OBJECTS = "delete from storage.objects where bucket_id = %s and name = any(%s) returning id, name, bucket_id"
+BUCKET = "select id, public, file_size_limit, allowed_mime_types from storage.buckets where id = %s"
+
+
+class Refused(Exception):
+    """A Storage error, as the server sends it."""
+
+    def __init__(self, status: str, code: str, error: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.error, self.message = status, code, error, message
+
+    def body(self) -> dict[str, str]:
+        return {"statusCode": self.status, "code": self.code, "error": self.error, "message": self.message}
+
+
+def no_such_key() -> Refused:
+    return Refused("404", "NoSuchKey", "not_found", "Object not found")
+
+
+def no_such_bucket() -> Refused:
+    return Refused("404", "NoSuchBucket", "Bucket not found", "Bucket not found")
 
 
 @dataclass
@@ -24,22 +94,49 @@ class StoredObject:
     size: int
     content_type: str
     head: bytes
+    data: bytes | None = None
 
 
 @dataclass
 class FakeSupabaseStorage:
-    service_key: str = "fake-service-role-key"
+    """The Storage server on loopback, over `database_url`; keys are JWTs signed with `jwt_secret`."""
+
+    database_url: str
+    jwt_secret: str = DEFAULT_SECRET
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: how long a connection the server stopped reading stays open (real server: about 62 s)
+    stall_seconds: float = 62.0
+    #: the path prefix Supabase's gateway adds; "" for the bare server
+    prefix: str = "/storage/v1"
     objects: dict[tuple[str, str], StoredObject] = field(default_factory=dict)
     uploads: int = 0
     chunked_uploads: int = 0
-    #: like the real Storage server, record uploads in this database's storage.objects
-    database_url: str | None = None
+    refusals: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    #: False when another server (a gateway stand-in) serves these routes
+    listen: bool = True
 
     def __post_init__(self) -> None:
-        self._server = QuietThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._lock = threading.Lock()
+        if self.listen:
+            self._server = QuietThreadingHTTPServer((self.host, self.port), storage_handler(self))
+
+    # keys -----------------------------------------------------------------------------
+    def key(self, role: str, **claims: Any) -> str:
+        return jwt.encode({"role": role, "iss": "supabase", **claims}, self.jwt_secret, algorithm="HS256")
+
+    @property
+    def service_key(self) -> str:
+        return self.key("service_role")
+
+    @property
+    def anon_key(self) -> str:
+        return self.key("anon")
 
     @property
     def url(self) -> str:
+        """What a client calls SUPABASE_URL (the gateway's base, without the prefix)."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
@@ -51,120 +148,326 @@ class FakeSupabaseStorage:
         self._server.shutdown()
         self._server.server_close()
 
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.05)
 
-def _handler(fake: FakeSupabaseStorage) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    # database, as the request's role ---------------------------------------------------
+    def connect(self) -> psycopg.Connection[dict[str, Any]]:
+        return psycopg.connect(self.database_url, autocommit=True, row_factory=dict_row)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    @staticmethod
+    def act_as(conn: psycopg.Connection[Any], claims: dict[str, Any]) -> None:
+        conn.execute(
+            "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+            (claims.get("role", "anon"), json.dumps(claims)),
+        )
 
-        def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def bucket(self, bucket_id: str) -> dict[str, Any] | None:
+        with self.connect() as conn:
+            return conn.execute(BUCKET, (bucket_id,)).fetchone()
 
-        def _error(self, code: str, error: str, message: str) -> None:
-            self._send(400, {"statusCode": code, "error": error, "message": message})
+    def claims(self, authorization: str | None, *, anon_fallback: bool = False) -> dict[str, Any]:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if not token:
+            if anon_fallback:
+                return {"role": "anon"}
+            raise Refused("400", "InvalidRequest", "Bad Request", "headers must have required property 'authorization'")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self.jwt_secret, algorithms=["HS256"], options={"verify_aud": False}
+            )
+        except jwt.ExpiredSignatureError:
+            if anon_fallback:
+                return {"role": "anon"}
+            raise Refused("403", "AccessDenied", "Unauthorized", "jwt expired") from None
+        except jwt.PyJWTError:
+            if anon_fallback:
+                return {"role": "anon"}
+            raise Refused("403", "AccessDenied", "Unauthorized", "invalid signature") from None
+        return claims
 
-        def _read_body(self):
-            """Yield the request body in pieces, chunked transfer-encoding included."""
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                fake.chunked_uploads += 1
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return
-                    yield self.rfile.read(size)
-                    self.rfile.readline()
-            remaining = int(self.headers.get("Content-Length") or 0)
-            while remaining:
-                piece = self.rfile.read(min(remaining, 1 << 20))
-                remaining -= len(piece)
-                yield piece
 
-        def _json_body(self) -> dict[str, Any]:
-            raw = b"".join(self._read_body())
+def _body_pieces(handler: BaseHTTPRequestHandler) -> Iterator[bytes]:
+    """The request body as it arrives, chunked transfer-encoding included."""
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                handler.rfile.readline()
+                return
+            yield handler.rfile.read(size)
+            handler.rfile.readline()
+    remaining = int(handler.headers.get("Content-Length") or 0)
+    while remaining:
+        piece = handler.rfile.read(min(remaining, 1 << 20))
+        if not piece:
+            return
+        remaining -= len(piece)
+        yield piece
+
+
+class StorageRoutes(BaseHTTPRequestHandler):
+    """Storage's routes, for any handler that sets `storage` (this server, or a gateway)."""
+
+    protocol_version = "HTTP/1.1"
+    storage: FakeSupabaseStorage
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    # answers ---------------------------------------------------------------------------
+    def send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body, default=str).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def refuse(self, refused: Refused) -> None:
+        self.storage.refusals.append(refused.code)
+        self.send_json(500 if refused.status == "500" else 400, refused.body())
+
+    def refuse_early(self, refused: Refused) -> None:
+        """Answer before reading the body, then behave as the real server does with the rest."""
+        length = self.headers.get("Content-Length")
+        size = int(length) if length is not None else None
+        if size is not None and size <= CLEAN_REFUSAL_BYTES:
+            self.refuse(refused)
+            for _ in _body_pieces(self):  # small: read and dropped, the connection carries on
+                pass
+            return
+        if size is None or size <= HANGING_REFUSAL_BYTES:
+            # The client reads this answer (a chunked body of unknown size included);
+            # the connection is dead after it.
+            self.refuse(refused)
+        else:
+            self.storage.refusals.append(refused.code)  # never seen: the client is stuck sending
+        # Larger (or chunked): this connection is not read again. Hold it, then drop it.
+        self.close_connection = True
+        deadline = time.monotonic() + self.storage.stall_seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Dropped with a reset, as the real server's connection ends: what the client
+        # had not read yet (the early answer included) is lost with it.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+    # routing ---------------------------------------------------------------------------
+    def storage_route(self, method: str) -> bool:
+        """Serve a Storage request; False when the path is not Storage's."""
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        prefix = self.storage.prefix + "/object/"
+        if not path.startswith(prefix):
+            return False
+        rest = path.removeprefix(prefix)
+        self.storage.requests.append(f"{method} {rest}")
+        try:
+            if method == "GET" and rest.startswith("info/authenticated/"):
+                self._info(*self._split(rest.removeprefix("info/authenticated/")), anon_fallback=False)
+            elif method == "GET" and rest.startswith("info/"):
+                self._info(*self._split(rest.removeprefix("info/")), anon_fallback=True)
+            elif method == "GET" and rest.startswith("sign/"):
+                self._download(*self._split(rest.removeprefix("sign/")), parse_qs(url.query).get("token", [""])[0])
+            elif method == "POST" and rest.startswith("sign/"):
+                self._sign(*self._split(rest.removeprefix("sign/")))
+            elif method == "DELETE" and "/" not in rest:
+                self._delete(rest)
+            elif method == "POST":
+                self._upload(*self._split(rest))
+            else:
+                self.send_json(404, {"statusCode": "404", "error": "Not Found", "message": "Route not found"})
+        except Refused as refused:
+            self.refuse(refused)
+        return True
+
+    @staticmethod
+    def _split(rest: str) -> tuple[str, str]:
+        bucket, _, name = rest.partition("/")
+        return bucket, name
+
+    def _json(self) -> dict[str, Any]:
+        raw = b"".join(_body_pieces(self))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    # routes ----------------------------------------------------------------------------
+    def _upload(self, bucket_id: str, name: str) -> None:
+        storage = self.storage
+        try:
+            claims = storage.claims(self.headers.get("Authorization"))
+            if not VALID_KEY.match(name):
+                raise Refused("400", "InvalidKey", "InvalidKey", f"Invalid key: {name}")
+            bucket = storage.bucket(bucket_id)
+            if bucket is None:
+                raise no_such_bucket()
+            content_type = self.headers.get("Content-Type", "")
+            multipart = content_type.startswith("multipart/form-data")
+            types = bucket["allowed_mime_types"]
+            if not multipart and types and content_type not in types:
+                raise Refused(
+                    "415", "InvalidMimeType", "invalid_mime_type", f"mime type {content_type} is not supported"
+                )
+            length = self.headers.get("Content-Length")
+            limit = bucket["file_size_limit"]
+            if not multipart and limit is not None and length is not None and int(length) > limit:
+                raise Refused(
+                    "413", "EntityTooLarge", "Payload too large", "The object exceeded the maximum allowed size"
+                )
+            upsert = self.headers.get("x-upsert") == "true"
+            self._check_insert(claims, bucket_id, name, upsert)
+        except Refused as refused:
+            self.refuse_early(refused)
+            return
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            storage.chunked_uploads += 1
+        size, head, kept = 0, b"", bytearray()
+        for piece in _body_pieces(self):
+            size += len(piece)
+            if len(head) < 16:
+                head = (head + piece)[:16]
+            if len(kept) < KEEP_BYTES:
+                kept += piece[: KEEP_BYTES - len(kept)]
+        data = bytes(kept) if size <= KEEP_BYTES else None
+        file_type = content_type
+        if multipart and data is not None:
+            data, file_type = _multipart_file(content_type, data)
+            size, head = len(data), data[:16]
+            if types and file_type not in types:
+                raise Refused("415", "InvalidMimeType", "invalid_mime_type", f"mime type {file_type} is not supported")
+            if limit is not None and size > limit:
+                raise Refused(
+                    "413", "EntityTooLarge", "Payload too large", "The object exceeded the maximum allowed size"
+                )
+        with storage.connect() as conn, conn.transaction():
+            storage.act_as(conn, claims)
+            meta = Jsonb({"size": size, "mimetype": file_type, "contentLength": size, "httpStatusCode": 200})
+            if upsert:
+                conn.execute("select set_config('storage.allow_delete_query', 'true', true)")
+                conn.execute("delete from storage.objects where bucket_id = %s and name = %s", (bucket_id, name))
+            row = conn.execute(INSERT_OBJECT, (bucket_id, name, claims.get("sub"), meta)).fetchone()
+        with storage._lock:
+            storage.objects[(bucket_id, name)] = StoredObject(size, file_type, head, data)
+            storage.uploads += 1
+        self.send_json(200, {"Key": f"{bucket_id}/{name}", "Id": str(row["id"]) if row else None})
+
+    def _check_insert(self, claims: dict[str, Any], bucket_id: str, name: str, upsert: bool) -> None:
+        """What the insert of the object's row would say, before any byte is read."""
+        with self.storage.connect() as conn:
             try:
-                return json.loads(raw or b"{}")
-            except ValueError:
-                return {}
-
-        def _authorized(self) -> bool:
-            auth = self.headers.get("Authorization")
-            if not auth:
-                self._error("400", "InvalidRequest", "headers must have required property 'authorization'")
-                return False
-            if auth != f"Bearer {fake.service_key}" or self.headers.get("apikey") != fake.service_key:
-                self._error("403", "AccessDenied", "invalid signature")
-                return False
-            return True
-
-        def _route(self, method: str) -> None:
-            path = unquote(urlsplit(self.path).path)
-            if not path.startswith("/storage/v1/object/"):
-                return self._send(404, {"statusCode": "404", "error": "not_found", "message": "route not found"})
-            rest = path.removeprefix("/storage/v1/object/")
-            if not self._authorized():
-                list(self._read_body())
-                return None
-            if method == "POST" and rest.startswith("sign/"):
-                bucket, _, name = rest.removeprefix("sign/").partition("/")
-                body = self._json_body()
-                if "expiresIn" not in body:
-                    return self._error("400", "InvalidRequest", "body must have required property 'expiresIn'")
-                if (bucket, name) not in fake.objects:
-                    return self._error("404", "not_found", "Object not found")
-                return self._send(200, {"signedURL": f"/object/sign/{bucket}/{name}?token=signed.{body['expiresIn']}"})
-            if method == "GET" and rest.startswith("info/"):
-                bucket, _, name = rest.removeprefix("info/").partition("/")
-                obj = fake.objects.get((bucket, name))
-                if obj is None:
-                    return self._error("404", "not_found", "Object not found")
-                return self._send(200, {"name": name, "size": obj.size, "content_type": obj.content_type})
-            if method == "DELETE" and "/" not in rest:
-                prefixes = self._json_body().get("prefixes", [])
-                gone = [p for p in prefixes if fake.objects.pop((rest, p), None) is not None]
-                return self._send(200, [{"name": p} for p in gone])
-            if method == "POST":
-                bucket, _, name = rest.partition("/")
-                exists = (bucket, name) in fake.objects
-                upsert = self.headers.get("x-upsert") == "true"
-                size, head = 0, b""
-                for piece in self._read_body():
-                    size += len(piece)
-                    head = (head + piece)[:16] if len(head) < 16 else head
-                if exists and not upsert:
-                    return self._error("409", "Duplicate", "The resource already exists")
-                content_type = self.headers.get("Content-Type", "")
-                if bucket == "video-outputs" and content_type != "video/mp4":
-                    return self._error("415", "InvalidMimeType", f"mime type {content_type} is not supported")
-                fake.objects[(bucket, name)] = StoredObject(size, content_type, head)
-                fake.uploads += 1
-                if fake.database_url:
-                    import psycopg
-                    from psycopg.types.json import Jsonb
-
-                    with psycopg.connect(fake.database_url, autocommit=True) as conn:
+                with conn.transaction(force_rollback=True):
+                    self.storage.act_as(conn, claims)
+                    if upsert:
+                        conn.execute("select set_config('storage.allow_delete_query', 'true', true)")
                         conn.execute(
-                            "insert into storage.objects (bucket_id, name, metadata) values (%s, %s, %s)"
-                            " on conflict (bucket_id, name) do update set metadata = excluded.metadata",
-                            (bucket, name, Jsonb({"size": size, "mimetype": content_type})),
+                            "delete from storage.objects where bucket_id = %s and name = %s", (bucket_id, name)
                         )
-                return self._send(200, {"Key": f"{bucket}/{name}", "Id": "00000000-0000-0000-0000-000000000000"})
-            return self._send(404, {"statusCode": "404", "error": "not_found", "message": "route not found"})
+                    conn.execute(INSERT_OBJECT, (bucket_id, name, claims.get("sub"), Jsonb({})))
+            except psycopg.errors.UniqueViolation:
+                raise Refused("409", "KeyAlreadyExists", "Duplicate", "The resource already exists") from None
+            except psycopg.Error as exc:
+                message = exc.diag.message_primary or "access denied"
+                raise Refused("403", "AccessDenied", "Unauthorized", message) from None
+
+    def _info(self, bucket_id: str, name: str, *, anon_fallback: bool) -> None:
+        claims = self.storage.claims(self.headers.get("Authorization"), anon_fallback=anon_fallback)
+        with self.storage.connect() as conn, conn.transaction():
+            self.storage.act_as(conn, claims)
+            # The bucket is looked up as the caller: RLS hides a private bucket from anon.
+            if conn.execute("select 1 from storage.buckets where id = %s", (bucket_id,)).fetchone() is None:
+                raise no_such_bucket()
+            row = conn.execute(SELECT_OBJECT, (bucket_id, name)).fetchone()
+        if row is None:
+            raise no_such_key()
+        meta = row["metadata"] or {}
+        self.send_json(
+            200,
+            {
+                "id": str(row["id"]),
+                "name": name,
+                "bucket_id": bucket_id,
+                "size": meta.get("size"),
+                "content_type": meta.get("mimetype"),
+                "metadata": meta,
+                "created_at": row["created_at"],
+                "last_modified": row["updated_at"],
+            },
+        )
+
+    def _sign(self, bucket_id: str, name: str) -> None:
+        claims = self.storage.claims(self.headers.get("Authorization"))
+        body = self._json()
+        if "expiresIn" not in body:
+            raise Refused("400", "InvalidRequest", "Bad Request", "body must have required property 'expiresIn'")
+        with self.storage.connect() as conn, conn.transaction():
+            self.storage.act_as(conn, claims)
+            if conn.execute(SELECT_OBJECT, (bucket_id, name)).fetchone() is None:
+                raise no_such_key()
+        expires = int(time.time()) + int(body["expiresIn"])
+        token = jwt.encode({"url": f"{bucket_id}/{name}", "exp": expires}, self.storage.jwt_secret, algorithm="HS256")
+        # Relative, and the name as stored: not percent-encoded.
+        self.send_json(200, {"signedURL": f"/object/sign/{bucket_id}/{name}?token={token}"})
+
+    def _download(self, bucket_id: str, name: str, token: str) -> None:
+        try:
+            claims = jwt.decode(token, self.storage.jwt_secret, algorithms=["HS256"])
+        except jwt.PyJWTError:
+            raise Refused("400", "InvalidJWT", "invalid_jwt", "jwt expired or invalid") from None
+        if claims.get("url") != f"{bucket_id}/{name}":
+            raise Refused("400", "InvalidSignature", "invalid_signature", "The signature is invalid")
+        stored = self.storage.objects.get((bucket_id, name))
+        if stored is None or stored.data is None:
+            raise no_such_key()
+        self.send_response(200)
+        self.send_header("Content-Type", stored.content_type)
+        self.send_header("Content-Length", str(len(stored.data)))
+        self.end_headers()
+        self.wfile.write(stored.data)
+
+    def _delete(self, bucket_id: str) -> None:
+        claims = self.storage.claims(self.headers.get("Authorization"))
+        prefixes = [str(p) for p in self._json().get("prefixes", [])]
+        with self.storage.connect() as conn, conn.transaction():
+            self.storage.act_as(conn, claims)
+            conn.execute("select set_config('storage.allow_delete_query', 'true', true)")
+            rows = conn.execute(DELETE_OBJECTS, (bucket_id, prefixes)).fetchall()
+        with self.storage._lock:
+            for row in rows:
+                self.storage.objects.pop((bucket_id, row["name"]), None)
+        self.send_json(200, [{"id": str(r["id"]), "name": r["name"], "bucket_id": r["bucket_id"]} for r in rows])
+
+
+def _multipart_file(content_type: str, body: bytes) -> tuple[bytes, str]:
+    """The `file` part of a multipart/form-data body (what storage3 sends) and its type."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_payload(decode=True) or b"", part.get_content_type()
+    return body, content_type
+
+
+def storage_handler(storage: FakeSupabaseStorage) -> type[StorageRoutes]:
+    class Handler(StorageRoutes):
+        def _serve(self, method: str) -> None:
+            if not self.storage_route(method):
+                self.send_json(404, {"statusCode": "404", "error": "Not Found", "message": "Route not found"})
 
         def do_GET(self) -> None:
-            self._route("GET")
+            self._serve("GET")
 
         def do_POST(self) -> None:
-            self._route("POST")
+            self._serve("POST")
 
         def do_DELETE(self) -> None:
-            self._route("DELETE")
+            self._serve("DELETE")
 
+    Handler.storage = storage
     return Handler

@@ -215,12 +215,12 @@ class VidanimClient:
         poll_seconds: float = 1.0,
         on_change: Callable[[JobView], None] | None = None,
     ) -> JobView:
-        """Follow a job until it ends; `on_change` sees every new status or provider status."""
+        """Follow a job until it ends; `on_change` sees every new status, provider status or wait."""
         deadline = time.monotonic() + timeout
-        seen: tuple[str, str | None] | None = None
+        seen: tuple[str, str | None, str | None] | None = None
         while True:
             view = self.get_job(job_id)
-            state = (view.job.status, view.job.provider_status)
+            state = (view.job.status, view.job.provider_status, view.job.waiting_reason)
             if state != seen:
                 seen = state
                 if on_change:

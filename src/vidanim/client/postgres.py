@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from vidanim.errors import NotSignedIn, VidanimError, from_sqlstate
+from vidanim.errors import InvalidInput, NotSignedIn, VidanimError, from_sqlstate
 from vidanim.storage.base import SignedUrl, StorageError, check_object_name, entity_too_large, invalid_mime_type
 from vidanim.storage.local import LocalSigner
 
@@ -133,7 +133,10 @@ class PostgresTransport:
         """Like the Storage server: the row is written as the user, so the policies decide."""
         if self.storage_root is None:
             raise StorageError("this client has no local storage configured", status=503)
-        check_object_name(path)
+        try:
+            check_object_name(path)
+        except StorageError as exc:
+            raise InvalidInput(f"{path!r} is not a valid object name") from exc
         target = (self.storage_root / bucket / path).resolve()
         # Users upload into video-inputs only (the policies refuse the rest); its limits
         # are what the Storage server would enforce.

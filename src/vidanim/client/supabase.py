@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import jwt
 
-from vidanim.errors import NotSignedIn, VidanimError, from_sqlstate
-from vidanim.storage.base import SignedUrl, StorageError
+from vidanim.errors import InvalidInput, NotSignedIn, Unavailable, VidanimError, from_sqlstate
+from vidanim.storage.base import SignedUrl, StorageError, check_object_name
 
 FUNCTIONS = ("request_video_animation", "cancel_video_job", "get_video_quota", "get_video_input_limits")
 
@@ -32,6 +32,32 @@ def _api_error(exc: Exception) -> VidanimError:
     if isinstance(code, str) and code.startswith("PGRST3"):  # JWT problems
         return NotSignedIn(str(message))
     return from_sqlstate(str(code) if code else None, str(message), detail=details, hint=hint)
+
+
+# What Storage says of a token it will not take (a 403 in the body's statusCode).
+JWT_REFUSALS = ("jwt", "signature", "token")
+
+
+def _storage_error(exc: Any, what: str) -> Exception:
+    """storage3's StorageApiError as vidanim sees it: a bad token is NotSignedIn."""
+    status = int(exc.status) if str(exc.status).isdigit() else 400
+    message = str(exc.message)
+    if status in (401, 403) and any(word in message.lower() for word in JWT_REFUSALS):
+        return NotSignedIn(f"Storage refused the access token ({message}); sign in again")
+    code = str(exc.code) if exc.code else None
+    return StorageError(f"{what}: {message}", status=status, code=code)
+
+
+def _check_name(path: str) -> None:
+    """The object-name rules every transport applies (storage3 would strip a leading slash)."""
+    try:
+        check_object_name(path)
+    except StorageError as exc:
+        raise InvalidInput(f"{path!r} is not a valid object name") from exc
+
+
+def _unreachable(exc: httpx.TransportError) -> Unavailable:
+    return Unavailable(f"Supabase could not be reached ({type(exc).__name__}); try again later")
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:
@@ -71,6 +97,8 @@ class SupabaseTransport:
             data = self.client.rpc(function, params).execute().data
         except APIError as exc:
             raise _api_error(exc) from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from None
         return _rows(data)
 
     def jobs(self, job_id: uuid.UUID | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -82,6 +110,8 @@ class SupabaseTransport:
             return _rows(query.execute().data)
         except APIError as exc:
             raise _api_error(exc) from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from None
 
     def events(self, job_id: uuid.UUID) -> list[dict[str, Any]]:
         from postgrest.exceptions import APIError
@@ -91,14 +121,21 @@ class SupabaseTransport:
             return _rows(events.execute().data)
         except APIError as exc:
             raise _api_error(exc) from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from None
 
     def upload(self, bucket: str, path: str, data: bytes, content_type: str) -> None:
         from storage3.exceptions import StorageApiError
 
+        _check_name(path)
         try:
             self.client.storage.from_(bucket).upload(path, data, {"content-type": content_type, "upsert": "false"})
         except StorageApiError as exc:
-            raise StorageError(f"upload refused: {exc.message}", status=int(exc.status or 400)) from None
+            raise _storage_error(exc, "upload refused") from None
+        except ValueError as exc:  # storage3 refuses '.' and '..' segments itself
+            raise InvalidInput(f"{path!r} is not a valid object name ({exc})") from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from None
 
     def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:
         from storage3.exceptions import StorageApiError
@@ -106,7 +143,11 @@ class SupabaseTransport:
         try:
             signed = self.client.storage.from_(bucket).create_signed_url(path, expires_in)
         except StorageApiError as exc:
-            raise StorageError(f"cannot sign {bucket}/{path}: {exc.message}", status=int(exc.status or 400)) from None
+            raise _storage_error(exc, f"cannot sign {bucket}/{path}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"{path!r} is not a valid object name ({exc})") from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc) from None
         url = signed.get("signedURL") or signed.get("signedUrl")
         if not url:
             raise StorageError(f"Storage returned no signed URL for {bucket}/{path}", status=502)

@@ -69,7 +69,8 @@ def animate(
             def show(v: JobView) -> None:
                 if not json_out:
                     raw = f" [{v.job.provider}: {v.job.provider_status}]" if v.job.provider_status else ""
-                    typer.echo(f"  {v.job.status}{raw}")
+                    waiting = f" (waiting: {v.job.waiting_message})" if v.job.waiting_message else ""
+                    typer.echo(f"  {v.job.status}{raw}{waiting}")
 
             try:
                 view = client.wait(job.id, timeout=timeout, on_change=show)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Annotated, Any, LiteralString
+from typing import Annotated, LiteralString
 
 import typer
 
@@ -34,9 +34,19 @@ CANDIDATES: LiteralString = """
 EXPIRE: LiteralString = "select id, user_id, completed_at from public.expire_video_outputs(%s, %s)"
 
 
-async def _delete(s: Settings, rows: list[dict[str, Any]]) -> list[str]:
-    """Delete each expired job's video; the names that could not be deleted."""
-    failed: list[str] = []
+RESTORE: LiteralString = "select id from public.restore_video_output(%s)"
+# Names per DELETE request (the Storage server caps a request's list).
+DELETE_BATCH = 100
+
+
+async def _delete(s: Settings, names: list[str]) -> list[str]:
+    """Delete these videos; the names of those still stored afterwards.
+
+    Storage answers the list of what it deleted (`200 []` when it deleted nothing,
+    e.g. when RLS hides the objects from the key in use). A name missing from that
+    list is asked about once more: gone (never stored, or deleted before) is fine;
+    still there, or unknown because Storage cannot be asked, is reported.
+    """
     pool = open_pool(s.require_database_url(), size=2)
     await pool.open()
     storage: Storage
@@ -48,17 +58,27 @@ async def _delete(s: Settings, rows: list[dict[str, Any]]) -> list[str]:
         )
     else:
         storage = LocalStorage(root=s.local_storage_dir, pool=pool)
+    kept: list[str] = []
     try:
-        for row in rows:
-            name = f"{row['user_id']}/{row['id']}.mp4"
+        for start in range(0, len(names), DELETE_BATCH):
+            batch = names[start : start + DELETE_BATCH]
             try:
-                await storage.delete("video-outputs", [name])
+                deleted = set(await storage.delete("video-outputs", batch))
             except StorageError:
-                failed.append(name)
+                deleted = set()
+            for name in batch:
+                if name in deleted:
+                    continue
+                try:
+                    still_stored = await storage.info("video-outputs", name) is not None
+                except StorageError:
+                    still_stored = True  # cannot show that it is gone
+                if still_stored:
+                    kept.append(name)
     finally:
         await storage.aclose()
         await pool.close()
-    return failed
+    return kept
 
 
 @app.command("cleanup")
@@ -72,7 +92,9 @@ def cleanup(
     """Remove output videos of jobs completed longer ago than --older-than.
 
     Each job is first marked expired (it stays readable, `completed`, with no output
-    path), then its video is deleted: no job ever points at a missing object.
+    path), then its video is deleted: no job ever points at a missing object. A
+    video that was not deleted is named, its job gets its output back, and the exit
+    code is 1.
     """
     age: timedelta = parse_duration(older_than)
     s = settings(database_url)
@@ -80,7 +102,12 @@ def cleanup(
         with as_service(s) as cur:
             cur.execute(CANDIDATES if dry_run else EXPIRE, (age, limit))
             rows = cur.fetchall()
-        failed = [] if dry_run else asyncio.run(_delete(s, rows))
+        by_name = {f"{r['user_id']}/{r['id']}.mp4": r for r in rows}
+        failed = [] if dry_run else asyncio.run(_delete(s, list(by_name)))
+        if failed:
+            with as_service(s) as cur:
+                for name in failed:
+                    cur.execute(RESTORE, (by_name[name]["id"],))
     if json_out:
         return emit_json({"dry_run": dry_run, "jobs": rows, "failed_deletions": failed})
     verb = "would expire" if dry_run else "expired"
@@ -88,8 +115,6 @@ def cleanup(
     if rows:
         table([[r["id"], r["user_id"], r["completed_at"]] for r in rows], ["job", "user", "completed"])
     if failed:
-        typer.echo(
-            f"could not delete {len(failed)} object(s) (their jobs are already expired): " + ", ".join(failed), err=True
-        )
+        typer.echo(f"could not delete {len(failed)} video(s); their jobs keep them: " + ", ".join(failed), err=True)
         raise typer.Exit(1)
     return None

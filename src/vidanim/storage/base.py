@@ -87,8 +87,8 @@ class Storage(Protocol):
         """A signed URL to read the object for `expires_in` seconds."""
         ...
 
-    async def delete(self, bucket: str, paths: list[str]) -> None:
-        """Remove objects (missing ones are ignored)."""
+    async def delete(self, bucket: str, paths: list[str]) -> list[str]:
+        """Remove objects; returns the names actually deleted (missing or hidden ones are not)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -53,7 +53,7 @@ RECORD_OBJECT: LiteralString = """
     returning id
 """
 # Supabase's own guard against direct deletes is lifted locally, as its Storage server does.
-DELETE_OBJECTS: LiteralString = "delete from storage.objects where bucket_id = %s and name = any(%s)"
+DELETE_OBJECTS: LiteralString = "delete from storage.objects where bucket_id = %s and name = any(%s) returning name"
 ALLOW_DELETE: LiteralString = "select set_config('storage.allow_delete_query', 'true', true)"
 
 CHUNK = 1024 * 1024
@@ -185,14 +185,16 @@ class LocalStorage:
             raise StorageError("Object not found", status=404)
         return self.signer.sign(bucket, path, expires_in)
 
-    async def delete(self, bucket: str, paths: list[str]) -> None:
-        files = [self.file_path(bucket, p) for p in paths]
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(ALLOW_DELETE)
-            await conn.execute(DELETE_OBJECTS, (bucket, paths))
-        for f in files:
+    async def delete(self, bucket: str, paths: list[str]) -> list[str]:
+        files = {p: self.file_path(bucket, p) for p in paths}
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(ALLOW_DELETE)
+            await cur.execute(DELETE_OBJECTS, (bucket, paths))
+            deleted = [str(r[0]) for r in await cur.fetchall()]
+        for name in deleted:
             with contextlib.suppress(FileNotFoundError):
-                f.unlink()
+                files[name].unlink()
+        return deleted
 
     async def aclose(self) -> None:
         if self._server is not None:

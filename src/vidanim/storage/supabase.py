@@ -5,8 +5,18 @@ the open-source supabase/storage server), with httpx so an upload body can be an
 stream straight from the provider's download: a standard upload (`POST
 /object/{bucket}/{path}`) with a raw streamed body and an explicit content type,
 never `x-upsert`, so a second upload of the same job's video is refused instead of
-silently replacing it. Storage answers most errors with HTTP 400 and the real code
-in the body's `statusCode`; that is what we read.
+silently replacing it. How the real server behaves, and why this module does what
+it does, is in docs/storage.md:
+
+- Errors are HTTP 400 with the real status in the body's `statusCode` and the reason
+  in `code`; both are read (`StorageError.status`, `.code`).
+- `info` uses `/object/info/authenticated/...`: the plain route answers a wrong key
+  as anon ("Bucket not found"), which would make every object look missing.
+- The server answers a refused upload before reading its body and then stops
+  reading the connection, so every upload goes on a connection of its own
+  (`Connection: close`): a refusal never poisons the next request.
+- Signed URLs come back relative and not percent-encoded: the name is encoded here.
+- DELETE answers the objects it deleted; anything else was not deleted.
 """
 
 from __future__ import annotations
@@ -32,12 +42,33 @@ def _status(response: httpx.Response) -> int:
     return response.status_code
 
 
+def _code(response: httpx.Response) -> str | None:
+    """Storage's error code (`KeyAlreadyExists`, `EntityTooLarge`, ...), if the body has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _failed(response: httpx.Response, what: str) -> StorageError:
+    status = _status(response)
+    return StorageError(f"storage {what} failed ({status}): {_message(response)}", status=status, code=_code(response))
+
+
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
         return response.text[:200]
     return str(body.get("message") or body.get("error") or body)[:200] if isinstance(body, dict) else str(body)[:200]
+
+
+def encode_signed_path(signed: str) -> str:
+    """Percent-encode the object name of a relative signed URL (`/object/sign/b/n?token=t`)."""
+    path, sep, query = signed.partition("?")
+    return quote(path, safe="/") + sep + query
 
 
 class SupabaseStorage:
@@ -68,12 +99,12 @@ class SupabaseStorage:
             raise StorageError(f"storage could not be reached ({type(exc).__name__})", status=503) from exc
 
     async def info(self, bucket: str, path: str) -> ObjectInfo | None:
-        response = await self._send("GET", f"/object/info/{self._key(bucket, path)}")
+        response = await self._send("GET", f"/object/info/authenticated/{self._key(bucket, path)}")
         status = _status(response)
-        if status == 404:
+        if status == 404 and _code(response) in (None, "NoSuchKey", "not_found"):
             return None
         if not response.is_success or status >= 400:
-            raise StorageError(f"storage info failed ({status}): {_message(response)}", status=status)
+            raise _failed(response, "info")
         body = response.json()
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         size = body.get("size", meta.get("size") if meta else None)
@@ -83,7 +114,12 @@ class SupabaseStorage:
     async def upload(
         self, bucket: str, path: str, chunks: AsyncIterator[bytes], *, content_type: str, size: int | None = None
     ) -> ObjectInfo:
-        headers = {"Content-Type": content_type, "x-upsert": "false", "cache-control": "max-age=3600"}
+        headers = {
+            "Content-Type": content_type,
+            "x-upsert": "false",
+            "cache-control": "max-age=3600",
+            "Connection": "close",
+        }
         if size is not None:
             headers["Content-Length"] = str(size)
         announced = size
@@ -105,7 +141,7 @@ class SupabaseStorage:
         if status == 409:
             raise ObjectExists(f"{bucket}/{path} already exists", status=409, code="KeyAlreadyExists")
         if not response.is_success or status >= 400:
-            raise StorageError(f"storage upload failed ({status}): {_message(response)}", status=status)
+            raise _failed(response, "upload")
         if announced is not None and announced != size:
             raise StorageError(f"upload of {bucket}/{path} sent {size} bytes, not {announced}", status=400)
         return ObjectInfo(bucket, path, size, content_type)
@@ -114,22 +150,22 @@ class SupabaseStorage:
         response = await self._send("POST", f"/object/sign/{self._key(bucket, path)}", json={"expiresIn": expires_in})
         status = _status(response)
         if not response.is_success or status >= 400:
-            raise StorageError(
-                f"storage could not sign {bucket}/{path} ({status}): {_message(response)}", status=status
-            )
+            raise _failed(response, f"signing of {bucket}/{path}")
         signed = response.json().get("signedURL") or response.json().get("signedUrl")
         if not isinstance(signed, str):
             raise StorageError("storage answered without a signed URL", status=502)
-        url = signed if signed.startswith("http") else self.base_url + signed
+        url = signed if signed.startswith("http") else self.base_url + encode_signed_path(signed)
         return SignedUrl(url=url, expires_at=datetime.now(UTC) + timedelta(seconds=expires_in))
 
-    async def delete(self, bucket: str, paths: list[str]) -> None:
+    async def delete(self, bucket: str, paths: list[str]) -> list[str]:
         for p in paths:
             check_object_name(p)
         response = await self._send("DELETE", f"/object/{quote(bucket, safe='')}", json={"prefixes": paths})
         status = _status(response)
         if not response.is_success or status >= 400:
-            raise StorageError(f"storage delete failed ({status}): {_message(response)}", status=status)
+            raise _failed(response, "delete")
+        body = response.json()
+        return [str(o["name"]) for o in body if isinstance(o, dict) and "name" in o] if isinstance(body, list) else []
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -26,6 +26,9 @@ CLAIM: LiteralString = "select * from public.claim_video_jobs(%s, %s, %s)"
 RENEW: LiteralString = "select * from public.renew_video_job_leases(%s, %s, %s)"
 RELEASE: LiteralString = "select public.release_video_jobs(%s, %s) as released"
 RETRY: LiteralString = "select * from public.schedule_video_job_retry(%s, %s, %s, %s, %s)"
+DEFER: LiteralString = "select * from public.defer_video_job(%s, %s, %s, %s)"
+# service_role reads bucket settings (it bypasses RLS, as on Supabase)
+BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
 UPDATE_STATUS: LiteralString = """
     select * from public.service_update_video_job_status(
         p_job_id => %(job_id)s, p_status => %(status)s, p_provider => %(provider)s,
@@ -103,6 +106,16 @@ class ServiceDatabase:
     ) -> Job:
         (row,) = await self._rows(RETRY, (job_id, worker_id, delay, error_code, error_message))
         return Job.from_row(row)
+
+    async def defer(self, job_id: uuid.UUID, worker_id: str, delay: float, reason: str) -> Job:
+        (row,) = await self._rows(DEFER, (job_id, worker_id, delay, reason))
+        return Job.from_row(row)
+
+    async def bucket_size_limit(self, bucket: str) -> int | None:
+        """The bucket's `file_size_limit` in bytes; None when it has none (or no such bucket)."""
+        rows = await self._rows(BUCKET_SIZE_LIMIT, (bucket,))
+        limit = rows[0]["file_size_limit"] if rows else None
+        return int(limit) if limit is not None else None
 
     async def update_status(
         self,

@@ -35,10 +35,19 @@ from vidanim.providers.base import (
     TransientProviderError,
 )
 from vidanim.settings import Settings
-from vidanim.storage.base import ObjectExists, Storage, StorageError
+from vidanim.storage.base import ObjectExists, ObjectInfo, Storage, StorageError
 from vidanim.worker.backoff import backoff_delay
 from vidanim.worker.db import ServiceDatabase
-from vidanim.worker.transfer import OUTPUT_BUCKET, BadOutput, OutputUnavailable, OutputUrlExpired, copy_video
+from vidanim.worker.transfer import (
+    OUTPUT_BUCKET,
+    BadOutput,
+    OutputUnavailable,
+    OutputUrlExpired,
+    TooLarge,
+    UploadFailed,
+    copy_video,
+    too_large,
+)
 
 log = logging.getLogger("vidanim.worker")
 
@@ -47,6 +56,9 @@ UNAVAILABLE = "The video providers are not available right now; the job will not
 TIMED_OUT = "The video took too long to make and was stopped; the job was not charged."
 PROVIDER_CANCELED = "The provider stopped working on this video."
 INPUT_MISSING = "The input image is no longer available; upload it again and make a new request."
+TOO_LARGE = "The video is larger than this service stores."
+# Storage refusals that are the operator's to fix (the key) or ours (the type): jobs wait.
+OPERATOR_STORAGE_FAULTS = (401, 403, 415)
 # Refusals about the user's own request: their message goes to the user as is.
 USER_FAULT_CODES = ("content_moderated", "input_refused")
 # Bytes of the input image read to learn its size in pixels after a provider refused it.
@@ -126,8 +138,8 @@ class JobPipeline:
         except StorageError as exc:
             if exc.status == 404:
                 await self._fail(job, "input_missing", INPUT_MISSING)
-            else:  # storage unreachable or refusing for now: try again later
-                await self._give_up(job, [TransientProviderError(str(exc), code="storage_unavailable")])
+            else:  # Storage refusing our key, or down: not the user's doing, so the job waits
+                await self._storage_fault(job, exc, self._fields(job, path=f"{INPUT_BUCKET}/{job.input_image_path}"))
             return None
         errors: list[ProviderError] = []
         skip: set[str] = set()
@@ -267,14 +279,13 @@ class JobPipeline:
             if control.lost.is_set() or control.stopping.is_set():
                 log_event(log, "job.left", **fields, reason="lease lost" if control.lost.is_set() else "shutdown")
                 return
-            if time.time() > deadline:
-                await self._cancel_task(job, provider, task_id)
-                await self._fail(job, "timed_out", TIMED_OUT, task=(provider.name, task_id))
-                return
             log_event(log, "status.polled", logging.DEBUG, **fields)
             try:
                 status = await provider.status(task_id)
             except TransientProviderError as exc:
+                if time.time() > deadline:
+                    await self._time_out(job, provider, task_id)
+                    return
                 failures += 1
                 delay = max(interval, self._delay(min(failures - 1, 6), exc.retry_after))
                 log_event(
@@ -295,6 +306,11 @@ class JobPipeline:
                     if control.interrupted():
                         continue
             if status.state in (TaskState.QUEUED, TaskState.PROCESSING):
+                # The deadline bounds the provider's work; a video already made is
+                # always delivered, however long Storage kept it waiting.
+                if time.time() > deadline:
+                    await self._time_out(job, provider, task_id)
+                    return
                 await control.wait(interval)
                 interval = min(interval * POLL_GROWTH, provider.poll_interval * 2)
                 continue
@@ -311,6 +327,10 @@ class JobPipeline:
             else:
                 await self._fail(job, "provider_canceled", PROVIDER_CANCELED, raw, task=(provider.name, task_id))
             return
+
+    async def _time_out(self, job: Job, provider: Provider, task_id: str) -> None:
+        await self._cancel_task(job, provider, task_id)
+        await self._fail(job, "timed_out", TIMED_OUT, task=(provider.name, task_id))
 
     async def _note(self, job: Job, raw: str, control: JobControl) -> None:
         """Record a raw provider status change (it lands in the timeline)."""
@@ -329,9 +349,15 @@ class JobPipeline:
         self, job: Job, provider: Provider, task_id: str, status: TaskStatus, control: JobControl
     ) -> None:
         fields = self._fields(job, provider=provider.name, task_id=task_id, path=f"{OUTPUT_BUCKET}/{job.output_path}")
-        info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
+        try:
+            info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
+        except StorageError as exc:
+            await self._storage_fault(job, exc, fields)
+            return
         if info is not None:
             log_event(log, "upload.skipped", **fields, reason="already stored", size=info.size)
+        limit = await self.db.bucket_size_limit(OUTPUT_BUCKET)
+        max_bytes = min(self.settings.output_max_bytes, limit) if limit else self.settings.output_max_bytes
         attempt = 0
         while info is None:
             log_event(log, "upload.started", **fields, source=safe_url(status.output_url))
@@ -339,19 +365,35 @@ class JobPipeline:
                 assert status.output_url is not None
                 async with self._downloads:
                     info = await copy_video(
-                        self.http,
-                        status.output_url,
-                        self.storage,
-                        job.output_path,
-                        max_bytes=self.settings.output_max_bytes,
+                        self.http, status.output_url, self.storage, job.output_path, max_bytes=max_bytes
                     )
                 log_event(log, "upload.completed", **fields, size=info.size)
             except ObjectExists:
                 info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
                 log_event(log, "upload.skipped", **fields, reason="stored concurrently")
             except BadOutput as exc:
-                await self._fail(job, "bad_output", str(exc), status.raw_status, task=(provider.name, task_id))
+                code = "output_too_large" if isinstance(exc, TooLarge) else "bad_output"
+                await self._fail(job, code, str(exc), status.raw_status, task=(provider.name, task_id))
                 return
+            except UploadFailed as failed:
+                refusal = failed.error
+                if refusal.status == 413:  # the video itself: over a limit Storage enforces
+                    message = str(too_large(failed.expected_size, max_bytes)) if failed.expected_size else TOO_LARGE
+                    await self._fail(job, "output_too_large", message, status.raw_status, task=(provider.name, task_id))
+                    return
+                attempt += 1
+                if refusal.status in OPERATOR_STORAGE_FAULTS or attempt >= DELIVERY_ATTEMPTS:
+                    await self._storage_fault(job, refusal, fields)
+                    return
+                # Lost on the way (a dropped connection, a 5xx): perhaps stored all the same.
+                try:
+                    info = await self._stored_after_error(job, failed.expected_size, fields)
+                except StorageError as exc:
+                    await self._storage_fault(job, exc, fields)
+                    return
+                if info is None:
+                    log_event(log, "upload.retry", logging.WARNING, **fields, reason=str(refusal))
+                    await control.wait(self._delay(attempt - 1))
             except (OutputUrlExpired, OutputUnavailable) as exc:
                 attempt += 1
                 if attempt >= DELIVERY_ATTEMPTS:
@@ -378,6 +420,38 @@ class JobPipeline:
             log_event(log, "job.complete_refused", logging.WARNING, **fields, reason=exc.message)
             return
         log_event(log, "job.completed", **fields)
+
+    async def _stored_after_error(
+        self, job: Job, expected_size: int | None, fields: dict[str, Any]
+    ) -> ObjectInfo | None:
+        """After an upload error: the object, if it is there whole; a partial one is removed."""
+        info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
+        if info is None:
+            return None
+        if expected_size is None or info.size == expected_size:
+            log_event(log, "upload.completed", **fields, size=info.size, reason="stored despite the error")
+            return info
+        log_event(log, "upload.partial", logging.WARNING, **fields, size=info.size, expected=expected_size)
+        await self.storage.delete(OUTPUT_BUCKET, [job.output_path])
+        return None
+
+    async def _storage_fault(self, job: Job, exc: StorageError, fields: dict[str, Any]) -> None:
+        """Storage is refusing us (our key, our bug) or is down: the job waits, nobody pays again.
+
+        The job keeps its finished provider task and is due again later; its user sees
+        that it waits. 401/403 mean the worker's key; 415 means vidanim sent a type the
+        bucket does not take, a bug: both are logged as errors for an operator.
+        """
+        if exc.status in (401, 403):
+            event, level, reason = "storage.refused", logging.ERROR, "Storage refused the worker's key"
+        elif exc.status == 415:
+            event, level, reason = "storage.refused", logging.ERROR, "Storage refused the video's type: a vidanim bug"
+        else:
+            event, level, reason = "storage.unavailable", logging.WARNING, "Storage is not available"
+        delay = self.settings.storage_wait_seconds
+        log_event(log, event, level, **fields, status=exc.status, code=exc.code, reason=reason, retry_in=delay)
+        with contextlib.suppress(Conflict):
+            await self.db.defer(job.id, self.worker_id, delay, "storage_unavailable")
 
     # helpers -------------------------------------------------------------------------------
     async def _fail(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from vidanim.simulator.media import looks_like_mp4
-from vidanim.storage.base import ObjectInfo, Storage
+from vidanim.storage.base import ObjectExists, ObjectInfo, Storage, StorageError
 
 # httpcore reads a response 64 KiB at a time (a class constant it does not expose
 # as an option); each read then passes through several Python layers. For a video
@@ -41,11 +41,40 @@ class BadOutput(Exception):
     """The provider's file is not a video we will store; `str()` is fit for the user."""
 
 
+class TooLarge(BadOutput):
+    """The video is larger than we store (the bucket's limit, or the worker's)."""
+
+
+class UploadFailed(Exception):
+    """Storage refused or lost the upload; `expected_size` is what was being sent, if known."""
+
+    def __init__(self, error: StorageError, expected_size: int | None):
+        super().__init__(str(error))
+        self.error = error
+        self.expected_size = expected_size
+
+
+def human_size(size: int) -> str:
+    """Bytes as people read them: 10 KB, 12.5 MB, 2.1 GB."""
+    if size >= 1e9:
+        return f"{size / 1e9:,.1f} GB"
+    if size >= 1e6:
+        return f"{size / 1e6:,.1f} MB"
+    return f"{size / 1e3:,.0f} KB"
+
+
+def too_large(size: int, max_bytes: int) -> TooLarge:
+    return TooLarge(f"The video is {human_size(size)}; this service stores videos of at most {human_size(max_bytes)}.")
+
+
 async def copy_video(http: httpx.AsyncClient, url: str, storage: Storage, path: str, *, max_bytes: int) -> ObjectInfo:
     """Download `url` and upload it as `video-outputs/{path}`, checking type and size.
 
-    Raises OutputUrlExpired (403/404/410), OutputUnavailable (transient), BadOutput,
-    or the storage's errors (ObjectExists when the video is already stored).
+    A length the provider announces goes to Storage as the Content-Length (the real
+    server checks its size limit only then) and is checked against `max_bytes` before
+    a byte is sent. Raises OutputUrlExpired (403/404/410), OutputUnavailable
+    (transient), BadOutput (TooLarge), ObjectExists when the video is already stored,
+    or UploadFailed for any other Storage error.
     """
     try:
         async with http.stream("GET", url) as response:
@@ -58,15 +87,20 @@ async def copy_video(http: httpx.AsyncClient, url: str, storage: Storage, path: 
                 raise BadOutput(f"The provider returned a {content_type} file instead of a video.")
             length = response.headers.get("content-length")
             if length is not None and int(length) > max_bytes:
-                raise BadOutput("The provider's video is larger than allowed.")
+                raise too_large(int(length), max_bytes)
             size = int(length) if length is not None and "content-encoding" not in response.headers else None
-            return await storage.upload(
-                OUTPUT_BUCKET,
-                path,
-                _checked(response.aiter_bytes(), max_bytes),
-                content_type="video/mp4",
-                size=size,
-            )
+            try:
+                return await storage.upload(
+                    OUTPUT_BUCKET,
+                    path,
+                    _checked(response.aiter_bytes(), max_bytes),
+                    content_type="video/mp4",
+                    size=size,
+                )
+            except ObjectExists:
+                raise
+            except StorageError as exc:
+                raise UploadFailed(exc, size) from exc
     except httpx.TransportError as exc:
         raise OutputUnavailable(f"output download failed ({type(exc).__name__})") from exc
 
@@ -84,7 +118,7 @@ async def _checked(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterato
                 raise BadOutput("The provider's file is not an MP4 video.")
         size += len(chunk)
         if size > max_bytes:
-            raise BadOutput("The provider's video is larger than allowed.")
+            raise too_large(size, max_bytes)
         yield chunk
     if size < 8 or not looks_like_mp4(head):
         raise BadOutput("The provider returned an empty or truncated video.")

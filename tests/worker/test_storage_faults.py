@@ -1,0 +1,148 @@
+"""Delivery that cannot loop: Storage refusals and failures, classified; no job fails for our faults.
+
+The worker runs against the Storage stand-in that behaves as the real server
+(tests/support/fake_supabase_storage.py), or against local storage with a fault
+planted, over a real PostgreSQL and the provider simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.support.fake_supabase_storage import FakeSupabaseStorage
+from tests.worker.conftest import running
+from vidanim.storage.base import StorageError
+from vidanim.storage.supabase import SupabaseStorage
+from vidanim.worker.transfer import human_size
+
+
+@pytest.fixture
+def supabase(db):
+    with FakeSupabaseStorage(db.dsn, stall_seconds=2.0) as fake:
+        yield fake
+
+
+def on_supabase(settings_for, fake, key: str, **overrides):
+    return settings_for(storage_backend="supabase", supabase_url=fake.url, supabase_service_role_key=key, **overrides)
+
+
+async def test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds(
+    users, settings_for, sim, db, supabase
+):
+    with db.connect() as conn:
+        conn.execute("update storage.buckets set file_size_limit = 10000 where id = 'video-outputs'")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    started = time.monotonic()
+    async with running(on_supabase(settings_for, supabase, supabase.service_key)) as app:
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 10)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "output_too_large")
+    assert row["error_message"] == (
+        f"The video is {human_size(sim.output_size)}; this service stores videos of at most 10 KB."
+    )
+    assert time.monotonic() - started < 10
+    assert users.usage(user) == 0, "refunded"
+    uploads = [r for r in supabase.requests if r.startswith("POST video-outputs/")]
+    assert uploads == [], "nothing was sent: the size was known before"
+    assert len(sim.submissions) == 1
+
+
+async def test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each_with_one_payment(
+    users, settings_for, sim, supabase, events
+):
+    user, path = users.user_with_image()
+    queued = users.request(user, path)
+    wrong = on_supabase(settings_for, supabase, "not-the-service-key", storage_wait_seconds=30)
+    async with running(wrong) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(queued["id"])
+    assert (row["status"], row["waiting_reason"], row["attempts"]) == ("queued", "storage_unavailable", 0)
+    assert row["error_code"] is None
+    assert sim.submissions == [], "no provider is paid while the input cannot be signed"
+    assert [(e["status"], e["code"]) for e in events("storage.refused")] == [(403, "AccessDenied")]
+
+    with users.db.connect() as conn:  # the operator fixed the key: make the job due now
+        conn.execute("update public.video_jobs set next_attempt_at = now() where id = %s", (queued["id"],))
+    async with running(on_supabase(settings_for, supabase, supabase.service_key)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(queued["id"])
+    assert (row["status"], row["waiting_reason"]) == ("completed", None)
+    assert len(sim.submissions) == 1
+    assert supabase.objects[("video-outputs", f"{user}/{queued['id']}.mp4")].size == sim.output_size
+
+
+async def test_a_wrong_key_at_delivery_keeps_the_made_video_waiting_past_the_deadline(
+    users, settings_for, sim, supabase
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    # First run: submitted and followed with the right key, but delivery meets a wrong key.
+    ok = on_supabase(settings_for, supabase, supabase.service_key, storage_wait_seconds=30, job_deadline_seconds=1)
+    async with running(ok) as app:
+        revoked = SupabaseStorage(supabase_url=supabase.url, service_role_key="revoked")
+        app.worker.pipeline.storage = RevokedAfterSigning(app.storage, revoked)
+        await app.worker.run(until_idle=True, install_signals=False)
+        await revoked.aclose()
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"]) == ("processing", "storage_unavailable")
+    await asyncio.sleep(1.1)  # past the job's deadline: the video is made, so it still counts
+    with users.db.connect() as conn:
+        conn.execute("update public.video_jobs set next_attempt_at = now() where id = %s", (job["id"],))
+    async with running(ok) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"]) == ("completed", None)
+    assert len(sim.submissions) == 1, "resumed the made video: nothing paid twice"
+
+
+class RevokedAfterSigning:
+    """The key works for signing the input, then is revoked before the delivery."""
+
+    def __init__(self, inner, revoked):
+        self.inner, self.revoked = inner, revoked
+
+    def __getattr__(self, name):
+        return getattr(self.revoked, name)
+
+    async def sign(self, *args, **kwargs):
+        return await self.inner.sign(*args, **kwargs)
+
+
+class LosesTheAnswer:
+    """Storage that stores the upload but loses the answer, as a dropped connection does."""
+
+    def __init__(self, inner, *, store: bool):
+        self.inner, self.store, self.calls = inner, store, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def upload(self, bucket, path, chunks, *, content_type, size=None):
+        self.calls += 1
+        if self.calls == 1:
+            if self.store:
+                await self.inner.upload(bucket, path, chunks, content_type=content_type, size=size)
+            raise StorageError("storage could not be reached (ReadError)", status=503)
+        return await self.inner.upload(bucket, path, chunks, content_type=content_type, size=size)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-anyway", "not-stored"])
+async def test_after_an_upload_error_the_worker_asks_whether_the_video_is_there(
+    users, settings_for, sim, events, stored
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for()) as app:
+        flaky = LosesTheAnswer(app.storage, store=stored)
+        app.worker.pipeline.storage = flaky
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+    assert flaky.calls == (1 if stored else 2)
+    reasons = [e.get("reason") for e in events("upload.completed")]
+    assert ("stored despite the error" in reasons) is stored
+    assert len(sim.submissions) == 1

@@ -149,6 +149,22 @@ PLANTS = [
         "                if True:\n",
         "tests/test_cli_ops.py::test_storage_cleanup_names_what_storage_did_not_delete_and_those_jobs_keep_their_video",
     ),
+    Plant(
+        "an operator's fault at every provider fails or retries the job instead of making it wait",
+        "src/vidanim/worker/pipeline.py",
+        "        if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):",
+        "        if False:",
+        "tests/worker/test_operator_faults.py::"
+        "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
+    ),
+    Plant(
+        "the operator is alerted once per job instead of once per breaker state change",
+        "src/vidanim/worker/pipeline.py",
+        '        if previous == "closed":',
+        "        if True:",
+        "tests/worker/test_operator_faults.py::"
+        "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
+    ),
 ]
 
 

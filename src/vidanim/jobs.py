@@ -12,6 +12,8 @@ TERMINAL = ("completed", "failed", "canceled")
 # What a waiting job's `waiting_reason` means, for the people who wait.
 WAITING_REASONS = {
     "storage_unavailable": "Your video is made and waits to be stored; this takes longer than usual.",
+    "output_unavailable": "Your video is made; fetching it from the provider takes longer than usual.",
+    "providers_unavailable": "The video providers are not available right now; your video starts as soon as they are.",
 }
 
 

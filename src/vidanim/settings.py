@@ -54,6 +54,8 @@ class Settings(DatabaseSettings):
     job_max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: float = Field(default=2.0, ge=0)
     retry_cap_seconds: float = Field(default=300.0, ge=0)
+    # a provider's breaker, once opened by an operator's fault, stays open this long before one job probes it
+    breaker_open_seconds: float = Field(default=60.0, ge=0, le=86400)
     # a job Storage refused (our key, our bug) or could not take waits this long, then tries again
     storage_wait_seconds: float = Field(default=60.0, ge=0, le=86400)
     # signed URL handed to the provider for the input image

@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(46);
+select plan(61);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -35,7 +35,12 @@ insert into service_functions values
   ('set_video_quota_defaults', array['integer', 'integer']),
   ('expire_video_outputs', array['interval', 'integer']),
   ('restore_video_output', array['uuid']),
-  ('defer_video_job', array['uuid', 'text', 'double precision', 'text']);
+  ('defer_video_job', array['uuid', 'text', 'double precision', 'text']),
+  ('get_video_provider_breakers', array[]::text[]),
+  ('open_video_provider_breaker', array['text', 'text', 'text', 'double precision']),
+  ('begin_video_provider_probe', array['text', 'uuid', 'double precision']),
+  ('close_video_provider_breaker', array['text']),
+  ('recheck_video_provider_breakers', array[]::text[]);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;
@@ -49,6 +54,7 @@ select is_empty(
      where p.pronamespace = 'public'::regnamespace
        and p.prokind = 'f'
        and p.proname like '%video%'
+       and p.proname not like '%video_provider%'
        and p.proname not in ('request_video_animation', 'get_video_quota', 'cancel_video_job', 'get_video_input_limits',
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
                              'schedule_video_job_retry', 'service_update_video_job_status',

@@ -25,6 +25,11 @@ SERVICE_API = {
     "expire_video_outputs",
     "restore_video_output",
     "defer_video_job",
+    "get_video_provider_breakers",
+    "open_video_provider_breaker",
+    "begin_video_provider_probe",
+    "close_video_provider_breaker",
+    "recheck_video_provider_breakers",
 }
 
 FUNCTIONS = """

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.providers.conftest import run_to_end
-from vidanim.providers import PermanentProviderError, TaskState, TransientProviderError
+from vidanim.providers import OperatorFault, PermanentProviderError, TaskState, TransientProviderError
 from vidanim.providers.fal import STATUS_MAP, FalProvider, classify_response
 
 
@@ -56,12 +56,30 @@ async def test_transient_statuses_raise_transient_errors_with_retry_after(fal, s
     assert sim.submissions == []
 
 
-@pytest.mark.parametrize("code", [400, 403, 404, 422])
-async def test_other_client_errors_are_permanent(fal, sim, code):
-    sim.fail_next("fal.submit", 1, code, body={"detail": "User is locked. Reason: Exhausted balance"})
+@pytest.mark.parametrize("code", [400, 422])
+async def test_client_errors_about_the_request_are_permanent(fal, sim, code):
+    sim.fail_next("fal.submit", 1, code, body={"detail": "prompt is not a string"})
     with pytest.raises(PermanentProviderError) as info:
         await fal.submit("https://img.example/a.png", None, {})
     assert info.value.status_code == code
+
+
+@pytest.mark.parametrize(
+    ("code", "detail", "kind"),
+    [
+        (401, "No user found for Key ID and Secret", "credentials"),
+        (403, "Forbidden", "credentials"),
+        (403, "User is locked. Reason: Exhausted balance", "credits"),
+        (402, "Payment required", "credits"),
+        (404, "Application not found", "model"),
+    ],
+)
+async def test_account_and_model_faults_are_the_operators_not_the_requests(fal, sim, code, detail, kind):
+    sim.fail_next("fal.submit", 1, code, body={"detail": detail})
+    with pytest.raises(OperatorFault) as info:
+        await fal.submit("https://img.example/a.png", None, {})
+    assert (info.value.kind, info.value.status_code) == (kind, code)
+    assert not isinstance(info.value, PermanentProviderError), "it must never fail a user's job"
 
 
 async def test_x_fal_retryable_overrides_the_status(fal, sim):
@@ -78,12 +96,12 @@ async def test_a_user_start_deadline_504_is_permanent():
     assert isinstance(classify_response(response), PermanentProviderError)
 
 
-async def test_a_wrong_key_is_permanent(sim):
+async def test_a_wrong_key_is_an_operator_fault_that_never_shows_the_key(sim):
     bad = FalProvider(key="wrong", model="fal-ai/x/y", base_url=sim.base_url)
-    with pytest.raises(PermanentProviderError) as info:
+    with pytest.raises(OperatorFault) as info:
         await bad.submit("https://img.example/a.png", None, {})
     await bad.aclose()
-    assert info.value.status_code == 401
+    assert (info.value.status_code, info.value.kind) == (401, "credentials")
     assert "wrong" not in info.value.message
 
 

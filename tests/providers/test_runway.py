@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.providers.conftest import run_to_end
-from vidanim.providers import PermanentProviderError, TaskState, TransientProviderError
+from vidanim.providers import OperatorFault, PermanentProviderError, TaskState, TransientProviderError
 from vidanim.providers.runway import API_VERSION, MIN_POLL_INTERVAL, STATUS_MAP, RunwayProvider
 
 
@@ -63,11 +63,28 @@ async def test_load_shedding_is_transient(runway, sim, code):
     assert info.value.retry_after == 3
 
 
-@pytest.mark.parametrize("code", [400, 401, 404, 405])
-async def test_client_errors_are_permanent(runway, sim, code):
+@pytest.mark.parametrize("code", [400, 405])
+async def test_client_errors_about_the_request_are_permanent(runway, sim, code):
     sim.fail_next("runway.submit", 1, code)
     with pytest.raises(PermanentProviderError):
         await runway.submit("https://img.example/a.png", None, {})
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "kind"),
+    [
+        (401, {"error": "Invalid API key"}, "credentials"),
+        (403, {"error": "Forbidden"}, "credentials"),
+        (402, {"error": "Payment required"}, "credits"),
+        (400, {"error": "You do not have enough credits to run this task."}, "credits"),
+        (404, {"error": "Model not found"}, "model"),
+    ],
+)
+async def test_account_and_model_faults_are_the_operators_not_the_requests(runway, sim, code, body, kind):
+    sim.fail_next("runway.submit", 1, code, body=body)
+    with pytest.raises(OperatorFault) as info:
+        await runway.submit("https://img.example/a.png", None, {})
+    assert (info.value.kind, info.value.status_code) == (kind, code)
 
 
 async def test_x_should_retry_wins(runway, sim):

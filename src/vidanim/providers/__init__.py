@@ -7,6 +7,7 @@ real services and to the loopback simulator.
 
 from vidanim.providers.base import (
     InputRefused,
+    OperatorFault,
     PermanentProviderError,
     Provider,
     ProviderError,
@@ -18,6 +19,7 @@ from vidanim.providers.base import (
 
 __all__ = [
     "InputRefused",
+    "OperatorFault",
     "PermanentProviderError",
     "Provider",
     "ProviderError",

@@ -3,10 +3,15 @@
 ProviderError
  ├── TransientProviderError   retry later (timeouts, connection errors, 408/409/
  │                            429/5xx, X-Fal-Retryable: true); carries Retry-After
- └── PermanentProviderError   do not retry (other 4xx, moderation, a failed task);
-     │                        carries a message a user can read
-     └── InputRefused         the provider refused the input image itself (fal 422
-                              on image_url, Runway 400 on promptImage)
+ ├── PermanentProviderError   do not retry (other 4xx, moderation, a failed task);
+ │   │                        carries a message a user can read
+ │   └── InputRefused         the provider refused the input image itself (fal 422
+ │                            on image_url, Runway 400 on promptImage)
+ └── OperatorFault            the provider's or the operator's fault, never the
+                              request's: a bad key (401/403), no credits (402, a
+                              locked account), a model that does not exist (404 on
+                              submit). It opens the provider's circuit breaker;
+                              the job waits or falls back, it never fails.
 """
 
 from __future__ import annotations
@@ -72,6 +77,15 @@ class TransientProviderError(ProviderError):
 
 class PermanentProviderError(ProviderError):
     """Repeating the call will not help; `message` is fit for the user."""
+
+
+class OperatorFault(ProviderError):
+    """Nothing the user did: the provider cannot take any job until an operator acts (or it recovers)."""
+
+    def __init__(self, message: str, *, kind: str, code: str = "provider_unavailable", status_code: int | None = None):
+        super().__init__(message, code=code, status_code=status_code)
+        #: credentials | credits | model | outage
+        self.kind = kind
 
 
 # What to change, appended to a provider's reason for refusing an image.

@@ -18,6 +18,7 @@ from vidanim.providers.base import (
     MAX_IN_FLIGHT,
     TRANSIENT_HTTP,
     InputRefused,
+    OperatorFault,
     PermanentProviderError,
     ProviderError,
     ProviderHttp,
@@ -65,6 +66,25 @@ def image_refusal(response: httpx.Response) -> str | None:
     return None
 
 
+# fal reports an account without credit, or locked by an admin, as a 403 (fal-ai/fal #1147).
+CREDIT_HINTS = ("balance", "credit", "locked", "billing", "payment")
+
+
+def operator_fault(response: httpx.Response, detail: str) -> OperatorFault | None:
+    """401/403 (key, locked account), 402 (credits), 404 on a submit (no such model)."""
+    status = response.status_code
+    text = detail.lower()
+    if status == 402 or (status == 403 and any(h in text for h in CREDIT_HINTS)):
+        kind = "credits"
+    elif status in (401, 403):
+        kind = "credentials"
+    elif status == 404 and response.request.method == "POST" and "/requests/" not in response.request.url.path:
+        kind = "model"
+    else:
+        return None
+    return OperatorFault(f"fal refused our account ({status}, {kind}): {detail}", kind=kind, status_code=status)
+
+
 def classify_response(response: httpx.Response) -> ProviderError | None:
     """None for success, else the error a non-2xx response means."""
     if response.is_success:
@@ -83,6 +103,8 @@ def classify_response(response: httpx.Response) -> ProviderError | None:
             status_code=response.status_code,
             retry_after=parse_retry_after(response),
         )
+    if fault := operator_fault(response, detail):
+        return fault
     if any(h in (detail + error_type).lower() for h in MODERATION_HINTS):
         return PermanentProviderError(
             "The image or prompt was rejected by the provider's content policy.",

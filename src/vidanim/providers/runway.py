@@ -19,6 +19,7 @@ from vidanim.providers.base import (
     MAX_IN_FLIGHT,
     TRANSIENT_HTTP,
     InputRefused,
+    OperatorFault,
     PermanentProviderError,
     ProviderError,
     ProviderHttp,
@@ -64,6 +65,20 @@ def image_refusal(response: httpx.Response) -> str | None:
     return error if isinstance(error, str) and "promptImage" in error else None
 
 
+def operator_fault(response: httpx.Response, detail: str) -> OperatorFault | None:
+    """401/403 (key, permission), 402 or a 400 about credits, 404 on a submit (no such model)."""
+    status = response.status_code
+    if status == 402 or (status == 400 and "credit" in detail.lower()):
+        kind = "credits"
+    elif status in (401, 403):
+        kind = "credentials"
+    elif status == 404 and response.request.method == "POST":
+        kind = "model"
+    else:
+        return None
+    return OperatorFault(f"runway refused our account ({status}, {kind}): {detail}", kind=kind, status_code=status)
+
+
 def classify_response(response: httpx.Response) -> ProviderError | None:
     if response.is_success:
         return None
@@ -76,6 +91,8 @@ def classify_response(response: httpx.Response) -> ProviderError | None:
             status_code=response.status_code,
             retry_after=parse_retry_after(response),
         )
+    if fault := operator_fault(response, detail):
+        return fault
     if response.status_code == 400 and (reason := image_refusal(response)):
         return InputRefused(NAME, reason, status_code=400)
     return PermanentProviderError(

@@ -167,6 +167,12 @@ class Simulator:
         with self._lock:
             self._faults[route].extend(Fault(status, h, body) for _ in range(count))
 
+    def clear_faults(self, route: str | None = None) -> None:
+        """Drop the faults still waiting on `route` (every route when None): the outage is over."""
+        with self._lock:
+            for name in [route] if route else list(self._faults):
+                self._faults[name].clear()
+
     def hang_next(self, route: str, count: int = 1, seconds: float = 30.0) -> None:
         """The next `count` requests on `route` get no answer for `seconds`."""
         with self._lock:

@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
@@ -27,6 +28,11 @@ RENEW: LiteralString = "select * from public.renew_video_job_leases(%s, %s, %s)"
 RELEASE: LiteralString = "select public.release_video_jobs(%s, %s) as released"
 RETRY: LiteralString = "select * from public.schedule_video_job_retry(%s, %s, %s, %s, %s)"
 DEFER: LiteralString = "select * from public.defer_video_job(%s, %s, %s, %s)"
+BREAKERS: LiteralString = "select * from public.get_video_provider_breakers()"
+OPEN_BREAKER: LiteralString = "select * from public.open_video_provider_breaker(%s, %s, %s, %s)"
+BEGIN_PROBE: LiteralString = "select public.begin_video_provider_probe(%s, %s, %s) as probing"
+CLOSE_BREAKER: LiteralString = "select public.close_video_provider_breaker(%s) as closed"
+RECHECK_BREAKERS: LiteralString = "select public.recheck_video_provider_breakers() as rechecked"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
 UPDATE_STATUS: LiteralString = """
@@ -36,6 +42,16 @@ UPDATE_STATUS: LiteralString = """
         p_output_video_path => %(output_video_path)s, p_error_code => %(error_code)s,
         p_error_message => %(error_message)s, p_worker_id => %(worker_id)s)
 """
+
+
+@dataclass(frozen=True)
+class Breaker:
+    provider: str
+    state: str  # closed | open | half_open
+    kind: str | None
+    reason: str | None
+    open_until: datetime | None
+    probe_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,30 @@ class ServiceDatabase:
         (row,) = await self._rows(DEFER, (job_id, worker_id, delay, reason))
         return Job.from_row(row)
 
+    async def breakers(self) -> dict[str, Breaker]:
+        rows = await self._rows(BREAKERS, ())
+        return {
+            r["provider"]: Breaker(r["provider"], r["state"], r["kind"], r["reason"], r["open_until"], r["probe_until"])
+            for r in rows
+        }
+
+    async def open_breaker(self, provider: str, kind: str, reason: str, seconds: float) -> tuple[str, datetime]:
+        """Open (or keep open) a provider's breaker; its previous state and its open-until time."""
+        (row,) = await self._rows(OPEN_BREAKER, (provider, kind, reason, seconds))
+        return str(row["previous_state"]), row["open_until"]
+
+    async def begin_probe(self, provider: str, job_id: uuid.UUID, seconds: float) -> bool:
+        (row,) = await self._rows(BEGIN_PROBE, (provider, job_id, seconds))
+        return bool(row["probing"])
+
+    async def close_breaker(self, provider: str) -> bool:
+        (row,) = await self._rows(CLOSE_BREAKER, (provider,))
+        return bool(row["closed"])
+
+    async def recheck_breakers(self) -> int:
+        (row,) = await self._rows(RECHECK_BREAKERS, ())
+        return int(row["rechecked"])
+
     async def bucket_size_limit(self, bucket: str) -> int | None:
         """The bucket's `file_size_limit` in bytes; None when it has none (or no such bucket)."""
         rows = await self._rows(BUCKET_SIZE_LIMIT, (bucket,))
@@ -147,4 +187,4 @@ class ServiceDatabase:
         return Job.from_row(row)
 
 
-__all__ = ["LeaseState", "ServiceDatabase", "VidanimError", "open_pool"]
+__all__ = ["Breaker", "LeaseState", "ServiceDatabase", "VidanimError", "open_pool"]

@@ -26,6 +26,7 @@ from vidanim.jobs import Job
 from vidanim.logs import log_event, safe_url
 from vidanim.providers.base import (
     InputRefused,
+    OperatorFault,
     PermanentProviderError,
     Provider,
     ProviderError,
@@ -57,6 +58,8 @@ TIMED_OUT = "The video took too long to make and was stopped; the job was not ch
 PROVIDER_CANCELED = "The provider stopped working on this video."
 INPUT_MISSING = "The input image is no longer available; upload it again and make a new request."
 TOO_LARGE = "The video is larger than this service stores."
+# The shortest wait of a job no provider can take now.
+WAIT_FLOOR_SECONDS = 1.0
 # Storage refusals that are the operator's to fix (the key) or ours (the type): jobs wait.
 OPERATOR_STORAGE_FAULTS = (401, 403, 415)
 # Refusals about the user's own request: their message goes to the user as is.
@@ -141,9 +144,13 @@ class JobPipeline:
             else:  # Storage refusing our key, or down: not the user's doing, so the job waits
                 await self._storage_fault(job, exc, self._fields(job, path=f"{INPUT_BUCKET}/{job.input_image_path}"))
             return None
+        plan = await self._usable_providers(job)
+        if not plan:
+            await self._wait_for_providers(job)
+            return None
         errors: list[ProviderError] = []
         skip: set[str] = set()
-        for name in self.order:
+        for name, probing in plan:
             if name in skip:
                 continue
             provider = self.providers[name]
@@ -165,11 +172,18 @@ class JobPipeline:
                             ),
                         )
                         await control.wait(delay)
+                    elif not control.interrupted():  # it outlasted every retry: an outage
+                        await self._trip(job, name, "outage", exc.message)
                     continue
+                except OperatorFault as exc:
+                    errors.append(exc)
+                    await self._trip(job, name, exc.kind, exc.message)
+                    break
                 except InputRefused as exc:
                     # The image itself: another provider gets it only if its documented
                     # limits take it; with none left, _give_up fails the job with this message.
-                    later = self.order[self.order.index(name) + 1 :]
+                    await self._healthy(job, name, probing)
+                    later = [n for n, _ in plan[[n for n, _ in plan].index(name) + 1 :]]
                     accepting = await self._providers_accepting(job, image.url, later)
                     log_event(
                         log,
@@ -181,15 +195,83 @@ class JobPipeline:
                     errors.append(exc)
                     break
                 except PermanentProviderError as exc:
+                    await self._healthy(job, name, probing)
                     errors.append(exc)
                     log_event(
                         log, "provider.refused", logging.WARNING, **self._fields(job, provider=name, reason=exc.message)
                     )
                     break
+                await self._healthy(job, name, probing)
                 return await self._record(job, provider, submission)
             log_event(log, "provider.fallback", logging.WARNING, **self._fields(job, provider=name))
+        if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):
+            # No provider could take the job, and none of it was the request's fault.
+            await self._wait_for_providers(job)
+            return None
         await self._give_up(job, errors)
         return None
+
+    # circuit breakers -------------------------------------------------------------------
+    async def _usable_providers(self, job: Job) -> list[tuple[str, bool]]:
+        """The providers this job may try, in order, each with whether it probes an open breaker.
+
+        Closed breakers first come in order; the probe of an open one is taken only when
+        no provider before it is closed, so a job that will run on a healthy provider
+        never holds another provider's one probe slot.
+        """
+        breakers = await self.db.breakers()
+        plan: list[tuple[str, bool]] = []
+        for name in self.order:
+            breaker = breakers.get(name)
+            if breaker is None or breaker.state == "closed":
+                plan.append((name, False))
+            elif not plan and await self.db.begin_probe(name, job.id, self._probe_seconds()):
+                log_event(log, "provider.probe", logging.WARNING, **self._fields(job, provider=name, kind=breaker.kind))
+                plan.append((name, True))
+        return plan
+
+    def _probe_seconds(self) -> float:
+        """How long one probe may hold the half-open slot: its submission attempts, with time to spare."""
+        return 2 * self.settings.provider_timeout_seconds * max(self.settings.submit_attempts, 1)
+
+    async def _trip(self, job: Job, provider: str, kind: str, reason: str) -> None:
+        """An operator's fault at `provider`: open its breaker for every worker; alert once per change."""
+        previous, until = await self.db.open_breaker(provider, kind, reason, self.settings.breaker_open_seconds)
+        if previous == "closed":
+            log_event(
+                log,
+                "provider.breaker_opened",
+                logging.ERROR,
+                provider=provider,
+                kind=kind,
+                reason=reason,
+                open_until=until.isoformat(),
+                worker_id=self.worker_id,
+                job_id=str(job.id),
+            )
+        elif previous == "half_open":
+            log_event(log, "provider.probe_failed", logging.WARNING, **self._fields(job, provider=provider, kind=kind))
+
+    async def _healthy(self, job: Job, provider: str, probing: bool) -> None:
+        """The provider answered as a working provider does: a probe closes its breaker."""
+        if probing and await self.db.close_breaker(provider):
+            log_event(log, "provider.breaker_closed", logging.WARNING, provider=provider, job_id=str(job.id))
+
+    async def _wait_for_providers(self, job: Job) -> None:
+        """No provider can take the job now: it waits in queued, no attempt spent, until a breaker is due."""
+        breakers = await self.db.breakers()
+        mine = [breakers.get(name) for name in self.order]
+        now = time.time()
+        if any(b is None or b.state != "open" for b in mine):
+            # A probe is in flight, or has just closed a breaker: look again in a second (a
+            # breaker's closing wakes the jobs already waiting, not one deferred after it).
+            delay = WAIT_FLOOR_SECONDS
+        else:
+            dues = [b.open_until.timestamp() - now for b in mine if b is not None and b.open_until is not None]
+            delay = min(max(min(dues, default=self.settings.breaker_open_seconds), WAIT_FLOOR_SECONDS), 86400.0)
+        log_event(log, "job.waiting", **self._fields(job, reason="providers_unavailable", retry_in=round(delay, 3)))
+        with contextlib.suppress(Conflict):
+            await self.db.defer(job.id, self.worker_id, delay, "providers_unavailable")
 
     async def _providers_accepting(self, job: Job, image_url: str, names: list[str]) -> list[str]:
         """Which of `names` document limits this job's image meets; none when unknown."""
@@ -397,7 +479,13 @@ class JobPipeline:
             except (OutputUrlExpired, OutputUnavailable) as exc:
                 attempt += 1
                 if attempt >= DELIVERY_ATTEMPTS:
-                    await self._give_up(job, [TransientProviderError(str(exc), code="output_unavailable")])
+                    # The video is made and paid for: wait and fetch it again later (a fresh
+                    # poll hands out a fresh URL), never submit the job a second time.
+                    log_event(log, "job.waiting", logging.WARNING, **fields, reason="output_unavailable")
+                    with contextlib.suppress(Conflict):
+                        await self.db.defer(
+                            job.id, self.worker_id, self.settings.storage_wait_seconds, "output_unavailable"
+                        )
                     return
                 log_event(log, "upload.retry", logging.WARNING, **fields, reason=str(exc))
                 if isinstance(exc, OutputUnavailable):

@@ -70,6 +70,13 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         log_event(log, "worker.started", worker_id=self.worker_id, concurrency=self.settings.worker_concurrency)
+        try:
+            # New credentials may have come with this start: probe providers whose breakers
+            # opened for an account fault at once, so the jobs waiting for them run.
+            if rechecked := await self.db.recheck_breakers():
+                log_event(log, "worker.breakers_rechecked", logging.WARNING, worker_id=self.worker_id, count=rechecked)
+        except Exception as exc:  # the database is away: the claim loop reports it
+            log_event(log, "worker.recheck_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
         renewer = asyncio.create_task(self._renew_forever())
         try:
             await self._claim_loop(until_idle)

@@ -1,0 +1,141 @@
+"""Operator faults never land on users: a wrong key, no credits, an outage; several workers, one breaker.
+
+Each scenario runs three workers at once against the provider simulator and a real
+PostgreSQL: while the fault lasts every job waits in `queued`, unfailed, with no
+attempt spent; the operator is alerted once per provider, not once per job; once
+the fault is fixed, every job completes with exactly one paid submission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+import pytest
+
+from tests.worker.conftest import running
+
+JOBS = 24
+WORKERS = 3
+
+
+async def run_workers(settings_for, n: int = WORKERS, **overrides) -> None:
+    """`n` workers at once, each until nothing is due or running."""
+
+    async def one() -> None:
+        async with running(settings_for(**overrides)) as app:
+            await app.worker.run(until_idle=True, install_signals=False)
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def run_workers_until_done(users, jobs, settings_for, n: int = WORKERS, timeout: float = 30, **overrides):
+    """`n` long-running workers (as in production), stopped once every job ended."""
+    async with contextlib.AsyncExitStack() as stack:
+        apps = [await stack.enter_async_context(running(settings_for(**overrides))) for _ in range(n)]
+        tasks = [asyncio.create_task(app.worker.run(install_signals=False)) for app in apps]
+        deadline = asyncio.get_running_loop().time() + timeout
+        while waiting := [
+            r for r in map(users.job, (j["id"] for j in jobs)) if r["status"] in ("queued", "processing")
+        ]:
+            late = [(r["status"], r["waiting_reason"], r["next_attempt_at"], r["locked_by"]) for r in waiting]
+            assert asyncio.get_running_loop().time() < deadline, f"jobs still waiting after the fix: {late}"
+            await asyncio.sleep(0.2)
+        for app in apps:
+            app.worker.stop()
+        await asyncio.gather(*tasks)
+
+
+def queue_jobs(users, n: int = JOBS) -> list[dict]:
+    jobs = []
+    for _ in range(n // 4):
+        user, path = users.user_with_image()
+        jobs += [users.request(user, path) for _ in range(4)]
+    return jobs
+
+
+def assert_each_paid_once(users, jobs, sim) -> None:
+    rows = [users.job(j["id"]) for j in jobs]
+    assert Counter(r["status"] for r in rows) == {"completed": len(jobs)}
+    assert all(r["waiting_reason"] is None for r in rows)
+    paid = Counter((provider, task) for provider, task, _ in sim.submissions)
+    assert len(sim.submissions) == len(jobs), "one paid submission per job, none more"
+    assert {(r["provider"], r["provider_task_id"]) for r in rows} == set(paid)
+
+
+FAULTS = {
+    "wrong-key": ((401, {"detail": "No user found for Key ID and Secret"}), (401, {"error": "Invalid API key"})),
+    "no-credits": (
+        (403, {"detail": "User is locked. Reason: Exhausted balance"}),
+        (402, {"error": "Payment required"}),
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once(
+    users, settings_for, sim, events, db, fault
+):
+    (fal_status, fal_body), (runway_status, runway_body) = FAULTS[fault]
+    sim.fail_next("fal.submit", 10**6, fal_status, body=fal_body)
+    sim.fail_next("runway.submit", 10**6, runway_status, body=runway_body)
+    jobs = queue_jobs(users)
+    await run_workers(settings_for, breaker_open_seconds=600)
+
+    rows = [users.job(j["id"]) for j in jobs]
+    assert {(r["status"], r["waiting_reason"], r["attempts"], r["error_code"]) for r in rows} == {
+        ("queued", "providers_unavailable", 0, None)
+    }
+    assert sim.submissions == [], "nothing was paid"
+    assert all(users.usage(r["user_id"]) == 4 for r in rows), "charged once, never refunded"
+    opened = events("provider.breaker_opened")
+    assert sorted(e["provider"] for e in opened) == ["fal", "runway"], "one alert per provider, not per job"
+    kind = "credentials" if fault == "wrong-key" else "credits"
+    assert {e["kind"] for e in opened} == {kind}
+    with db.connect() as conn:
+        states = conn.execute("select provider, state, kind from vidanim_private.video_provider_breakers").fetchall()
+    assert sorted(states) == [("fal", "open", kind), ("runway", "open", kind)]
+
+    sim.clear_faults()  # the operator fixed the key / paid the bill ...
+    await run_workers_until_done(users, jobs, settings_for, breaker_open_seconds=600)  # ... and restarted the workers
+    assert_each_paid_once(users, jobs, sim)
+    closed = [e["provider"] for e in events("provider.breaker_closed")]
+    assert "fal" in closed
+    assert len(closed) == len(set(closed)), "each breaker closed once, by one probe"
+
+
+async def test_an_outage_of_both_providers_waits_it_out_and_then_runs_each_job_once(users, settings_for, sim, events):
+    sim.fail_next("fal.submit", 10**6, 503)
+    sim.fail_next("runway.submit", 10**6, 502)
+    jobs = queue_jobs(users)
+    # The outage, in compressed time: breakers open for a second each time, jobs keep waiting.
+    settings = {"breaker_open_seconds": 0.5, "submit_attempts": 2}
+    for _ in range(3):
+        await run_workers(settings_for, **settings)
+        rows = [users.job(j["id"]) for j in jobs]
+        assert {(r["status"], r["error_code"]) for r in rows} == {("queued", None)}
+        assert max(r["attempts"] for r in rows) == 0
+        await asyncio.sleep(0.6)
+    assert sim.submissions == []
+    assert [e["kind"] for e in events("provider.breaker_opened")] == ["outage", "outage"]
+    assert events("provider.probe_failed"), "half-open probes found the outage still on"
+
+    sim.clear_faults()  # the outage ends; no restart needed: the next probe closes the breaker
+    await asyncio.sleep(0.6)
+    await run_workers_until_done(users, jobs, settings_for, **settings)
+    assert_each_paid_once(users, jobs, sim)
+
+
+async def test_while_one_job_probes_a_half_open_provider_the_others_wait(users, settings_for, sim, events, db):
+    sim.fail_next("fal.submit", 10**6, 401)
+    jobs = queue_jobs(users, 8)
+    await run_workers(settings_for, n=1, providers="fal", breaker_open_seconds=0.2)
+    assert {users.job(j["id"])["status"] for j in jobs} == {"queued"}
+    sim.clear_faults()
+    sim.latency = 0.5  # the probe's submission takes a while; the others must not pile in
+    await asyncio.sleep(0.3)
+    await run_workers_until_done(users, jobs, settings_for, n=2, providers="fal", breaker_open_seconds=0.2)
+    assert_each_paid_once(users, jobs, sim)
+    probes = events("provider.probe")
+    assert len(probes) == 1, "exactly one job probed"

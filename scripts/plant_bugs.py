@@ -165,6 +165,13 @@ PLANTS = [
         "tests/worker/test_operator_faults.py::"
         "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
     ),
+    Plant(
+        "the budget check lets the reservation that crosses the cap through",
+        "supabase/migrations/0024_daily_budget.sql",
+        "  if v_cap is not null and v_committed + p_cost_usd > v_cap then",
+        "  if v_cap is not null and v_committed > v_cap then",
+        "tests/worker/test_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
+    ),
 ]
 
 

@@ -91,6 +91,8 @@ def finish_first_job_of(db, user, finish, *, delay=0.0):
         ["simulator"],
         ["jobs", "retry"],
         ["storage", "cleanup"],
+        ["budget"],
+        ["budget", "set"],
     ],
 )
 def test_every_command_explains_itself(command):
@@ -368,3 +370,28 @@ def test_operator_commands_act_as_service_role_not_as_the_connecting_login(env, 
     assert row is not None
     assert row["role"] == "service_role"
     assert row["login"] != "service_role"
+
+
+def test_budget_set_and_show(env, conn):
+    assert invoke("budget", "show").output.startswith("daily cap: none")
+    result = invoke("budget", "set", "--daily-usd", "25.5")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "daily cap: $25.50"
+    shown = json.loads(invoke("budget", "show", "--json").output)
+    assert shown == {"daily_cap_usd": "25.5000", "spend": []}
+    assert invoke("budget", "set", "--unlimited").output.strip() == "daily cap: none"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--daily-usd", "lots"], 2, "must be an amount in USD"),
+        (["--daily-usd", "-3"], 1, "daily cap must be between"),
+        ([], 2, "--daily-usd AMOUNT or --unlimited"),
+        (["--daily-usd", "5", "--unlimited"], 2, "--daily-usd AMOUNT or --unlimited"),
+    ],
+)
+def test_budget_set_refusals_are_one_line(env, conn, args, code, message):
+    result = invoke("budget", "set", *args)
+    assert result.exit_code == code
+    assert message in result.output

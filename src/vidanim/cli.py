@@ -9,7 +9,7 @@ from typing import Annotated
 import psycopg
 import typer
 
-from vidanim.commands.common import DatabaseUrl, JsonOut, fail
+from vidanim.commands.common import DatabaseUrl, JsonOut, emit_json, fail, handled, settings, table
 from vidanim.db import checklist
 from vidanim.db.migrate import MigrationError, migrate, status
 from vidanim.settings import DatabaseSettings
@@ -24,8 +24,9 @@ app.add_typer(db_app, name="db")
 
 
 def _register_commands() -> None:
-    from vidanim.commands import animate, jobs, quota, storage
+    from vidanim.commands import animate, budget, jobs, quota, storage
 
+    app.add_typer(budget.app, name="budget")
     app.add_typer(jobs.app, name="jobs")
     app.add_typer(quota.app, name="quota")
     app.add_typer(storage.app, name="storage")
@@ -111,10 +112,12 @@ def worker(
 ) -> None:
     """Run the worker: lease jobs, drive fal.ai then Runway, store each video once. SIGTERM stops it cleanly."""
     import asyncio
+    import logging
 
     from pydantic import ValidationError
 
     from vidanim import logs
+    from vidanim.doctor import provider_checks
     from vidanim.settings import Settings
     from vidanim.worker.assemble import ConfigurationError, assembled
 
@@ -132,6 +135,22 @@ def worker(
 
     async def run() -> None:
         async with assembled(settings) as app_:
+            # The doctor's provider checks first: a worker no provider accepts would only
+            # make every job wait; it refuses to start and says why, in one line.
+            checks = await provider_checks(app_.providers)
+            for check in checks:
+                logs.log_event(
+                    logging.getLogger("vidanim.worker"),
+                    "worker.provider_check",
+                    logging.INFO if check.ok else logging.ERROR,
+                    check=check.name,
+                    ok=check.ok,
+                    detail=check.detail,
+                )
+            if not any(c.ok for c in checks):
+                raise ConfigurationError(
+                    "every provider failed its check: " + "; ".join(f"{c.name}: {c.detail}" for c in checks)
+                )
             await app_.worker.run(until_idle=until_idle)
 
     try:
@@ -140,6 +159,27 @@ def worker(
         raise fail(str(exc), 2) from None
     except psycopg.OperationalError as exc:
         raise fail(f"cannot connect to the database: {exc}".strip()) from None
+
+
+@app.command("doctor")
+def doctor(database_url: DatabaseUrl = None, json_out: JsonOut = False) -> None:
+    """Check the deployment: database, migrations, checklist, Storage, each provider's credentials."""
+    import asyncio
+
+    from vidanim.doctor import run_checks
+
+    s = settings(database_url)
+    with handled():
+        checks = asyncio.run(run_checks(s))
+    if json_out:
+        emit_json({"ok": all(c.ok is not False for c in checks), "checks": checks})
+    else:
+        table(
+            [["ok" if c.ok else ("FAIL" if c.ok is False else "skip"), c.name, c.detail] for c in checks],
+            ["", "check", "detail"],
+        )
+    if any(c.ok is False for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command("simulator")

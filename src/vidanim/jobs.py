@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 ACTIVE = ("queued", "processing")
@@ -13,6 +14,7 @@ TERMINAL = ("completed", "failed", "canceled")
 WAITING_REASONS = {
     "storage_unavailable": "Your video is made and waits to be stored; this takes longer than usual.",
     "output_unavailable": "Your video is made; fetching it from the provider takes longer than usual.",
+    "budget_reached": "Today's video budget is used up; your video starts when it is renewed.",
     "providers_unavailable": "The video providers are not available right now; your video starts as soon as they are.",
 }
 
@@ -42,6 +44,7 @@ class Job:
     completed_at: datetime | None
     #: why a job the worker left for later is waiting (a code, see WAITING_REASONS)
     waiting_reason: str | None = None
+    estimated_cost_usd: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

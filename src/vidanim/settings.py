@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vidanim.pricing import DEFAULT_PRICES_USD_PER_SECOND, UNKNOWN_MODEL_USD_PER_SECOND
+
 
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -75,6 +77,9 @@ class Settings(DatabaseSettings):
     # Runway asks for no more than one poll per 5 s; only the simulator may go faster.
     runway_enforce_min_poll: bool = True
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
+    # the price table behind each submission's estimated cost (docs/providers.md gives the sources)
+    prices_usd_per_second: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_USD_PER_SECOND))
+    price_unknown_model_usd_per_second: float = Field(default=UNKNOWN_MODEL_USD_PER_SECOND, ge=0)
     # requests in flight per provider; more jobs than this wait their turn (see providers/base.py)
     provider_max_connections: int = Field(default=32, ge=1, le=1000)
 

@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(61);
+select plan(76);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -40,7 +40,12 @@ insert into service_functions values
   ('open_video_provider_breaker', array['text', 'text', 'text', 'double precision']),
   ('begin_video_provider_probe', array['text', 'uuid', 'double precision']),
   ('close_video_provider_breaker', array['text']),
-  ('recheck_video_provider_breakers', array[]::text[]);
+  ('recheck_video_provider_breakers', array[]::text[]),
+  ('reserve_video_spend', array['uuid', 'text', 'text', 'numeric']),
+  ('release_video_spend', array['uuid', 'text', 'numeric']),
+  ('set_video_daily_budget', array['numeric']),
+  ('get_video_spend', array['integer']),
+  ('get_video_daily_budget', array[]::text[]);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;
@@ -55,6 +60,7 @@ select is_empty(
        and p.prokind = 'f'
        and p.proname like '%video%'
        and p.proname not like '%video_provider%'
+       and p.proname not in ('reserve_video_spend', 'release_video_spend', 'set_video_daily_budget', 'get_video_spend', 'get_video_daily_budget')
        and p.proname not in ('request_video_animation', 'get_video_quota', 'cancel_video_job', 'get_video_input_limits',
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
                              'schedule_video_job_retry', 'service_update_video_job_status',

@@ -30,6 +30,11 @@ SERVICE_API = {
     "begin_video_provider_probe",
     "close_video_provider_breaker",
     "recheck_video_provider_breakers",
+    "reserve_video_spend",
+    "release_video_spend",
+    "set_video_daily_budget",
+    "get_video_spend",
+    "get_video_daily_budget",
 }
 
 FUNCTIONS = """

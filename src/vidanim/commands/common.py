@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, LiteralString
 
 import psycopg
@@ -113,6 +114,8 @@ def parse_duration(text: str) -> timedelta:
 
 
 def jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money stays exact
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID):

@@ -156,6 +156,10 @@ class Provider(Protocol):
         """Ask the provider to stop (or forget) the task; best effort."""
         ...
 
+    async def check_credentials(self) -> str:
+        """A cheap authenticated call; what it learned, or OperatorFault / TransientProviderError."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

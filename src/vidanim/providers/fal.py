@@ -10,6 +10,7 @@ COMPLETED, with `error` in the status or an HTTP error from the result.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import Any
 
 import httpx
@@ -217,6 +218,21 @@ class FalProvider:
             output_url=url,
             details={"content_type": video.get("content_type"), "file_size": video.get("file_size")},
         )
+
+    async def check_credentials(self) -> str:
+        """An authenticated call that costs nothing; raises OperatorFault for a refused key.
+
+        fal documents no account or balance endpoint for queue keys. The cheapest
+        authenticated call is the status of a request that does not exist: the key is
+        checked first (401/403), then the id (404), and no task is created.
+        """
+        try:
+            await self._http.request("GET", f"{self._app_base()}/{uuid.uuid4()}/status")
+        except PermanentProviderError as exc:
+            if exc.status_code == 404:
+                return "key accepted (status of a made-up request: 404, nothing billed)"
+            raise
+        return "key accepted"
 
     async def cancel(self, task_id: str) -> None:
         # ALREADY_COMPLETED / NOT_FOUND: nothing left to stop.

@@ -162,6 +162,20 @@ class RunwayProvider:
             raise TransientProviderError("runway accepted the task without an id", code="runway_bad_response")
         return Submission(provider=NAME, task_id=task_id, raw_status="PENDING")
 
+    async def check_credentials(self) -> str:
+        """Runway's organization endpoint: the key, the credit balance and the tier's limits.
+
+        Raises OperatorFault for a refused key, or for an account without credits.
+        """
+        response = await self._http.request("GET", "/v1/organization")
+        data = response.json()
+        balance = data.get("creditBalance")
+        if isinstance(balance, int | float) and balance <= 0:
+            raise OperatorFault("runway: the account has no credits left", kind="credits", status_code=402)
+        model = ((data.get("tier") or {}).get("models") or {}).get(self.model) or {}
+        limits = ", ".join(f"{k} {v}" for k, v in sorted(model.items()))
+        return f"{balance} credits" + (f"; {self.model}: {limits}" if limits else "")
+
     async def status(self, task_id: str) -> TaskStatus:
         response = await self._http.request("GET", f"/v1/tasks/{task_id}")
         data = response.json()

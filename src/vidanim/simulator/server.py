@@ -9,6 +9,7 @@ Routes (as fal's and Runway's API documentation give them):
     runway   POST /v1/image_to_video                      {"id"}
              GET  /v1/tasks/{id}                          PENDING|RUNNING|SUCCEEDED|FAILED|CANCELLED
              DELETE /v1/tasks/{id}                        204
+             GET  /v1/organization                        {"creditBalance", "tier": {...}}
     files    GET  /files/{task}.mp4?expires=..&sig=..     the output video (403 once expired)
 
 Faults are injected per route (`fail_next`, `hang_next`), per task (`outcome_next`:
@@ -44,6 +45,7 @@ ROUTES = (
     "runway.submit",
     "runway.status",
     "runway.cancel",
+    "runway.organization",
     "file",
 )
 FAL_REQUEST = re.compile(r"^/(?P<app>[^/]+/[^/]+)/requests/(?P<id>[^/]+)(?P<rest>/status|/cancel)?$")
@@ -101,6 +103,8 @@ class Simulator:
     ):
         self.fal_key = fal_key
         self.runway_secret = runway_secret
+        #: what Runway's organization endpoint reports as the account's credits
+        self.runway_credit_balance = 10_000
         self.queue_seconds = queue_seconds
         self.run_seconds = run_seconds
         self.output_size = output_size
@@ -429,6 +433,8 @@ class Simulator:
                     route = "runway.status"
                 elif match and method == "DELETE":
                     route = "runway.cancel"
+                elif path == "/v1/organization" and method == "GET":
+                    route = "runway.organization"
                 else:
                     return self._json(404, {"error": "Not found"})
                 body = self._body() if method == "POST" else {}
@@ -438,6 +444,17 @@ class Simulator:
                     return self._json(400, {"error": "X-Runway-Version header is required"})
                 if self._fault(route):
                     return None
+                if route == "runway.organization":
+                    return self._json(
+                        200,
+                        {
+                            "creditBalance": sim.runway_credit_balance,
+                            "tier": {
+                                "maxMonthlyCreditSpend": 100000,
+                                "models": {"gen4_turbo": {"maxConcurrentGenerations": 5, "maxDailyGenerations": 500}},
+                            },
+                        },
+                    )
                 if route == "runway.submit":
                     if not body.get("promptImage") or not body.get("model"):
                         return self._json(400, {"error": "promptImage and model are required"})

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, LiteralString
 
 import psycopg
@@ -33,6 +34,8 @@ OPEN_BREAKER: LiteralString = "select * from public.open_video_provider_breaker(
 BEGIN_PROBE: LiteralString = "select public.begin_video_provider_probe(%s, %s, %s) as probing"
 CLOSE_BREAKER: LiteralString = "select public.close_video_provider_breaker(%s) as closed"
 RECHECK_BREAKERS: LiteralString = "select public.recheck_video_provider_breakers() as rechecked"
+RESERVE_SPEND: LiteralString = "select * from public.reserve_video_spend(%s, %s, %s, %s)"
+RELEASE_SPEND: LiteralString = "select public.release_video_spend(%s, %s, %s)"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
 UPDATE_STATUS: LiteralString = """
@@ -150,6 +153,14 @@ class ServiceDatabase:
     async def recheck_breakers(self) -> int:
         (row,) = await self._rows(RECHECK_BREAKERS, ())
         return int(row["rechecked"])
+
+    async def reserve_spend(self, job_id: uuid.UUID, worker_id: str, provider: str, cost: Decimal) -> bool:
+        """Reserve a submission's estimated cost under the daily cap; False at the cap."""
+        (row,) = await self._rows(RESERVE_SPEND, (job_id, worker_id, provider, cost))
+        return bool(row["reserved"])
+
+    async def release_spend(self, job_id: uuid.UUID, provider: str, cost: Decimal) -> None:
+        await self._rows(RELEASE_SPEND, (job_id, provider, cost))
 
     async def bucket_size_limit(self, bucket: str) -> int | None:
         """The bucket's `file_size_limit` in bytes; None when it has none (or no such bucket)."""

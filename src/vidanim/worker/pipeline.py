@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from vidanim.errors import Conflict, VidanimError
 from vidanim.images import PROVIDER_RULES, probe_size
 from vidanim.jobs import Job
 from vidanim.logs import log_event, safe_url
+from vidanim.pricing import estimate_cost
 from vidanim.providers.base import (
     InputRefused,
     OperatorFault,
@@ -72,6 +74,10 @@ DELIVERY_ATTEMPTS = 4
 # Videos streamed at once per worker; more would only split the bandwidth (and see
 # MAX_IN_FLIGHT in providers/base.py for why requests wait on our semaphore).
 MAX_DOWNLOADS = 16
+
+
+class BudgetReached(Exception):
+    """Today's committed spend would pass the daily cap."""
 
 
 @dataclass
@@ -158,7 +164,10 @@ class JobPipeline:
                 if control.interrupted():
                     return None
                 try:
-                    submission = await provider.submit(image.url, job.prompt, job.options)
+                    submission = await self._paid_submit(job, name, provider, image.url)
+                except BudgetReached:
+                    await self._wait_for_budget(job)
+                    return None
                 except TransientProviderError as exc:
                     errors.append(exc)
                     if attempt + 1 < self.settings.submit_attempts:
@@ -210,6 +219,39 @@ class JobPipeline:
             return None
         await self._give_up(job, errors)
         return None
+
+    # the daily budget ------------------------------------------------------------------
+    async def _paid_submit(self, job: Job, name: str, provider: Provider, image_url: str) -> Submission:
+        """Reserve the submission's estimated cost under the daily cap, then submit.
+
+        The reservation is given back when the provider answered without starting a
+        task (a refusal, an HTTP error); a timeout or a lost connection may have started
+        a paid task, so its reservation stays.
+        """
+        cost = estimate_cost(
+            name,
+            getattr(provider, "model", ""),
+            job.options,
+            self.settings.prices_usd_per_second,
+            self.settings.price_unknown_model_usd_per_second,
+        )
+        if not await self.db.reserve_spend(job.id, self.worker_id, name, cost):
+            raise BudgetReached
+        try:
+            return await provider.submit(image_url, job.prompt, job.options)
+        except ProviderError as exc:
+            if not isinstance(exc, TransientProviderError) or exc.status_code is not None:
+                await self.db.release_spend(job.id, name, cost)
+            raise
+
+    async def _wait_for_budget(self, job: Job) -> None:
+        """The day's spend is at the cap: wait in queued until the next UTC day (a raised cap wakes it)."""
+        now = datetime.now(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        delay = (midnight - now).total_seconds() + 1
+        log_event(log, "job.waiting", **self._fields(job, reason="budget_reached", retry_in=round(delay)))
+        with contextlib.suppress(Conflict):
+            await self.db.defer(job.id, self.worker_id, delay, "budget_reached")
 
     # circuit breakers -------------------------------------------------------------------
     async def _usable_providers(self, job: Job) -> list[tuple[str, bool]]:

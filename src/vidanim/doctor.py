@@ -1,0 +1,128 @@
+"""`vidanim doctor`: is this deployment able to work? Database, Storage, each provider's credentials.
+
+Each check is cheap and changes nothing: a connection and catalog reads, an `info`
+request for an object that does not exist, and one authenticated provider call that
+bills nothing (Runway's organization endpoint; for fal, the status of a made-up
+request, since fal documents no account endpoint for queue keys). The worker runs
+the provider checks when it starts, and refuses to start when every configured
+provider fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any, LiteralString
+
+import psycopg
+
+from vidanim.db import checklist
+from vidanim.db.migrate import status as migration_status
+from vidanim.providers.base import Provider, ProviderError
+from vidanim.settings import Settings
+from vidanim.storage.base import StorageError
+
+BUCKETS: LiteralString = "select id, public from storage.buckets where id in ('video-inputs', 'video-outputs')"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: skipped (not configured, or what it needs failed first)
+    detail: str
+
+
+async def provider_checks(providers: dict[str, Provider]) -> list[Check]:
+    """Each configured provider's credentials, at once."""
+
+    async def one(name: str, provider: Provider) -> Check:
+        try:
+            return Check(f"provider {name}", True, await provider.check_credentials())
+        except ProviderError as exc:
+            return Check(f"provider {name}", False, exc.message)
+
+    return list(await asyncio.gather(*(one(n, p) for n, p in providers.items())))
+
+
+def _database_checks(dsn: str) -> list[Check]:
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            version = conn.execute("select current_setting('server_version')").fetchone()
+            checks = [Check("database reachable", True, f"PostgreSQL {version[0] if version else '?'}")]
+            buckets = {r[0]: r[1] for r in conn.execute(BUCKETS).fetchall()}
+            results = checklist.run(conn)
+    except psycopg.Error as exc:
+        return [Check("database reachable", False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)]
+    pending = [m.filename for m, applied in migration_status(dsn) if not applied]
+    checks.append(
+        Check("migrations current", not pending, "all applied" if not pending else "pending: " + ", ".join(pending))
+    )
+    failing = [r.name for r in results if not r.ok]
+    checks.append(
+        Check(
+            "deployment checklist",
+            not failing,
+            f"{len(results)} checks pass" if not failing else "failing: " + "; ".join(failing),
+        )
+    )
+    missing = sorted({"video-inputs", "video-outputs"} - set(buckets))
+    public = sorted(b for b, is_public in buckets.items() if is_public)
+    checks.append(
+        Check(
+            "buckets present and private",
+            not missing and not public,
+            "video-inputs and video-outputs, both private"
+            if not missing and not public
+            else "; ".join([*(f"missing {b}" for b in missing), *(f"{b} is public" for b in public)]),
+        )
+    )
+    return checks
+
+
+async def _storage_check(settings: Settings, storage: Any) -> Check:
+    """Storage answers the worker's key: `info` of an object that does not exist must be 'missing'."""
+    name = f"vidanim-doctor/{uuid.uuid4()}.png"
+    try:
+        info = await storage.info("video-inputs", name)
+    except StorageError as exc:
+        return Check("storage reachable", False, f"{settings.storage_backend}: {exc} (code {exc.code})")
+    if info is not None:
+        return Check("storage reachable", False, "Storage reported an object that does not exist")
+    return Check("storage reachable", True, f"{settings.storage_backend} storage answers with the worker's key")
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in order: database, Storage, providers."""
+    from vidanim.worker.assemble import ConfigurationError, build_providers, build_storage
+    from vidanim.worker.db import open_pool
+
+    checks = await asyncio.to_thread(_database_checks, settings.require_database_url())
+    database_ok = checks[0].ok
+    if database_ok:
+        pool = open_pool(settings.require_database_url(), size=1)
+        await pool.open()
+        try:
+            storage = build_storage(settings, pool)
+            try:
+                checks.append(await _storage_check(settings, storage))
+            finally:
+                await storage.aclose()
+        except Exception as exc:  # a configuration error names itself
+            checks.append(Check("storage reachable", False, str(exc)))
+        finally:
+            await pool.close()
+    else:
+        checks.append(Check("storage reachable", None, "skipped: the database is not reachable"))
+    try:
+        providers = build_providers(settings)
+    except ConfigurationError as exc:
+        return [*checks, Check("providers", False, str(exc))]
+    try:
+        checks += await provider_checks(providers)
+    finally:
+        await asyncio.gather(*(p.aclose() for p in providers.values()))
+    for name in settings.provider_order():
+        if name not in providers:
+            checks.append(Check(f"provider {name}", None, "not configured (no key)"))
+    return checks

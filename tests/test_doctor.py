@@ -1,0 +1,152 @@
+"""`vidanim doctor`, and the worker's own start check: every check, passing and failing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.support.fake_supabase_storage import FakeSupabaseStorage
+from vidanim.cli import app
+from vidanim.simulator import Simulator
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def sim():
+    with Simulator(queue_seconds=0.01, run_seconds=0.01) as s:
+        yield s
+
+
+@pytest.fixture
+def env(monkeypatch, db, tmp_path, sim):
+    for key in ("VIDANIM_FAL_KEY", "VIDANIM_RUNWAY_API_SECRET", "VIDANIM_STORAGE_BACKEND"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDANIM_DATABASE_URL", db.dsn)
+    monkeypatch.setenv("VIDANIM_FAL_KEY", sim.fal_key)
+    monkeypatch.setenv("VIDANIM_FAL_QUEUE_URL", sim.base_url)
+    monkeypatch.setenv("VIDANIM_RUNWAY_API_SECRET", sim.runway_secret)
+    monkeypatch.setenv("VIDANIM_RUNWAY_BASE_URL", sim.base_url)
+    monkeypatch.setenv("VIDANIM_LOCAL_STORAGE_DIR", str(tmp_path / "store"))
+    return monkeypatch
+
+
+def doctor() -> tuple[int, dict[str, dict]]:
+    result = runner.invoke(app, ["doctor", "--json"])
+    body = json.loads(result.output)
+    return result.exit_code, {c["name"]: c for c in body["checks"]}
+
+
+def test_a_healthy_deployment_passes_every_check(env, sim):
+    code, checks = doctor()
+    assert code == 0
+    assert list(checks) == [
+        "database reachable",
+        "migrations current",
+        "deployment checklist",
+        "buckets present and private",
+        "storage reachable",
+        "provider fal",
+        "provider runway",
+    ]
+    assert all(c["ok"] for c in checks.values())
+    assert "nothing billed" in checks["provider fal"]["detail"]
+    assert checks["provider runway"]["detail"].startswith("10000 credits; gen4_turbo: maxConcurrentGenerations 5")
+    assert sim.submissions == [], "no check creates a task"
+    table = runner.invoke(app, ["doctor"])
+    assert table.exit_code == 0
+    assert "provider runway" in table.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check", "detail"),
+    [
+        ("VIDANIM_FAL_KEY", "wrong", "provider fal", "credentials"),
+        ("VIDANIM_RUNWAY_API_SECRET", "wrong", "provider runway", "credentials"),
+    ],
+)
+def test_a_refused_provider_key_fails_its_check(env, setting, value, check, detail):
+    env.setenv(setting, value)
+    code, checks = doctor()
+    assert code == 1
+    assert checks[check]["ok"] is False
+    assert detail in checks[check]["detail"]
+    assert "wrong" not in checks[check]["detail"], "a key is never printed"
+
+
+def test_a_runway_account_without_credits_fails_its_check(env, sim):
+    sim.runway_credit_balance = 0
+    code, checks = doctor()
+    assert (code, checks["provider runway"]["ok"]) == (1, False)
+    assert "no credits" in checks["provider runway"]["detail"]
+
+
+def test_no_provider_configured_fails(env):
+    env.delenv("VIDANIM_FAL_KEY")
+    env.delenv("VIDANIM_RUNWAY_API_SECRET")
+    code, checks = doctor()
+    assert (code, checks["providers"]["ok"]) == (1, False)
+
+
+def test_an_unreachable_database_fails_and_skips_what_needs_it(env):
+    env.setenv("VIDANIM_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/postgres")
+    code, checks = doctor()
+    assert code == 1
+    assert checks["database reachable"]["ok"] is False
+    assert checks["storage reachable"]["ok"] is None
+
+
+def test_pending_migrations_and_a_failing_checklist_fail(env, empty_dsn):
+    import psycopg
+
+    from vidanim.db.migrate import apply_compat
+
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        apply_compat(conn)
+    env.setenv("VIDANIM_DATABASE_URL", empty_dsn)
+    code, checks = doctor()
+    assert code == 1
+    assert checks["migrations current"]["ok"] is False
+    assert "pending: 0001_vidanim_private_schema.sql" in checks["migrations current"]["detail"]
+    assert checks["deployment checklist"]["ok"] is False
+    assert checks["buckets present and private"]["detail"] == "missing video-inputs; missing video-outputs"
+
+
+def test_a_public_bucket_fails(env, db):
+    with db.connect() as conn:
+        conn.execute("update storage.buckets set public = true where id = 'video-outputs'")
+    code, checks = doctor()
+    assert (code, checks["buckets present and private"]["detail"]) == (1, "video-outputs is public")
+
+
+def test_storage_refusing_the_workers_key_fails(env, db):
+    with FakeSupabaseStorage(db.dsn) as storage:
+        env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
+        env.setenv("VIDANIM_SUPABASE_URL", storage.url)
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", "not-the-key")
+        code, checks = doctor()
+        assert (code, checks["storage reachable"]["ok"]) == (1, False)
+        assert "AccessDenied" in checks["storage reachable"]["detail"]
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", storage.service_key)
+        code, checks = doctor()
+        assert (code, checks["storage reachable"]["ok"]) == (0, True)
+
+
+def test_a_worker_whose_every_provider_fails_refuses_to_start_in_one_line(env):
+    env.setenv("VIDANIM_FAL_KEY", "wrong")
+    env.setenv("VIDANIM_RUNWAY_API_SECRET", "wrong")
+    result = runner.invoke(app, ["worker", "--until-idle"])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, "one clear line (the log has one event per check besides)"
+    assert errors[0].startswith("error: every provider failed its check: provider fal: fal refused our account (401")
+    assert "provider runway: runway refused our account (401" in errors[0]
+
+
+def test_a_worker_with_one_healthy_provider_starts(env, db):
+    env.setenv("VIDANIM_FAL_KEY", "wrong")
+    result = runner.invoke(app, ["worker", "--until-idle"])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,96 @@
+"""The global daily budget: several worker processes, one cap, never passed; at the cap jobs wait."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections import Counter
+from decimal import Decimal
+
+from tests.db.helpers import service
+from vidanim.pricing import estimate_cost
+
+
+def worker_env(db, sim, storage_dir) -> dict[str, str]:
+    return {
+        **os.environ,
+        "VIDANIM_DATABASE_URL": db.dsn,
+        "VIDANIM_FAL_KEY": sim.fal_key,
+        "VIDANIM_FAL_QUEUE_URL": sim.base_url,
+        "VIDANIM_FAL_POLL_SECONDS": "0.02",
+        "VIDANIM_RUNWAY_API_SECRET": sim.runway_secret,
+        "VIDANIM_RUNWAY_BASE_URL": sim.base_url,
+        "VIDANIM_RUNWAY_POLL_SECONDS": "0.02",
+        "VIDANIM_RUNWAY_ENFORCE_MIN_POLL": "false",
+        "VIDANIM_LOCAL_STORAGE_DIR": str(storage_dir),
+        "VIDANIM_LOCAL_STORAGE_SECRET": "test-local-signing-secret",
+        "VIDANIM_WORKER_IDLE_POLL_SECONDS": "0.05",
+        "VIDANIM_WORKER_CONCURRENCY": "40",
+        "VIDANIM_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap(users, db, sim, storage_dir, tmp_path):
+    per_job = estimate_cost("fal", "fal-ai/kling-video/v2.1/standard/image-to-video", {})
+    cap = per_job * 100
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(%s)", (cap,))
+    jobs = []
+    for _ in range(50):
+        user, path = users.user_with_image()
+        jobs += [users.request(user, path) for _ in range(10)]
+    env = worker_env(db, sim, storage_dir)
+    logs = [tmp_path / f"worker-{i}.log" for i in range(4)]
+    with contextlib.ExitStack() as files:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "vidanim", "worker", "--until-idle"],
+                env={**env, "VIDANIM_WORKER_ID": f"budget-{i}"},
+                stdout=subprocess.DEVNULL,
+                stderr=files.enter_context(log.open("wb")),
+            )
+            for i, log in enumerate(logs)
+        ]
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.wait(120) == 0, log.read_text()[-2000:]
+
+    with db.connect() as conn:
+        (committed, submissions) = conn.execute(
+            "select sum(committed_usd), sum(submissions) from vidanim_private.video_spend"
+        ).fetchone()
+        statuses = Counter(
+            conn.execute("select status || ':' || coalesce(waiting_reason, '') from public.video_jobs").fetchall()
+        )
+        costs = conn.execute("select sum(estimated_cost_usd) from public.video_jobs").fetchone()[0]
+    assert committed <= cap, "the day's committed spend passed the cap"
+    assert committed == cap == costs
+    assert submissions == 100 == len(sim.submissions)
+    assert statuses == {("completed:",): 100, ("queued:budget_reached",): 400}, "nothing failed at the cap"
+
+
+def test_raising_the_cap_wakes_the_jobs_waiting_for_budget(users, db, sim, storage_dir, settings_for):
+    import asyncio
+
+    from tests.worker.conftest import running
+
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(0)")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+
+    async def run() -> None:
+        async with running(settings_for()) as app:
+            await app.worker.run(until_idle=True, install_signals=False)
+
+    asyncio.run(run())
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"], row["attempts"]) == ("queued", "budget_reached", 0)
+    assert sim.submissions == []
+    assert users.usage(user) == 1, "the user's quota is untouched by the budget"
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(null)")
+    asyncio.run(run())
+    row = users.job(job["id"])
+    assert (row["status"], row["estimated_cost_usd"]) == ("completed", Decimal("0.2800"))

@@ -172,6 +172,14 @@ PLANTS = [
         "  if v_cap is not null and v_committed > v_cap then",
         "tests/worker/test_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
     ),
+    Plant(
+        "a provider's concurrency cap is not enforced",
+        "supabase/migrations/0026_provider_concurrency.sql",
+        "    if v_in_flight >= v_max then",
+        "    if v_in_flight > v_max + 100 then",
+        "tests/worker/test_operator_faults.py::"
+        "test_a_provider_cap_holds_across_every_worker_and_every_job_still_completes",
+    ),
 ]
 
 

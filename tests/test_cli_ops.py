@@ -17,7 +17,7 @@ from tests.db.helpers import claim, request_job, update_status
 from tests.support.fake_supabase_storage import FakeSupabaseStorage
 from tests.support.image_cases import REFUSED
 from tests.support.images import PNG
-from tests.support.seed import create_user, put_input_image, put_object
+from tests.support.seed import create_user, put_input_image, put_object, set_limits
 from vidanim.cli import app
 
 runner = CliRunner()
@@ -395,3 +395,36 @@ def test_budget_set_refusals_are_one_line(env, conn, args, code, message):
     result = invoke("budget", "set", *args)
     assert result.exit_code == code
     assert message in result.output
+
+
+def test_jobs_stats_counts_failures_and_durations_per_provider(env, conn):
+    user = create_user(conn)
+    set_limits(conn, user, 10, 10)
+    jobs = [request_job(conn, user, put_input_image(conn, user, f"{n}.png")) for n in "abc"]
+    _complete(conn, user, jobs[0]["id"])
+    conn.execute(
+        "alter table public.video_jobs disable trigger video_jobs_enforce_transition;"
+        f" update public.video_jobs set started_at = completed_at - interval '40 seconds' where id = '{jobs[0]['id']}';"
+        " alter table public.video_jobs enable trigger video_jobs_enforce_transition"
+    )
+    update_status(conn, jobs[1]["id"], "failed", error_code="content_moderated", error_message="no")
+    result = invoke("jobs", "stats", "--since", "1h", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["by_status"] == [
+        {"status": "completed", "jobs": 1},
+        {"status": "failed", "jobs": 1},
+        {"status": "queued", "jobs": 1},
+    ]
+    assert body["failures"] == [{"error_code": "content_moderated", "jobs": 1}]
+    ((fal,),) = [[d] for d in body["durations"]]
+    assert (fal["provider"], fal["completed"], round(fal["p50_seconds"]), round(fal["p95_seconds"])) == (
+        "fal",
+        1,
+        40,
+        40,
+    )
+    table = invoke("jobs", "stats")
+    assert "content_moderated" in table.output
+    assert "40.0 s" in table.output
+    assert invoke("jobs", "stats", "--since", "forever").exit_code == 2

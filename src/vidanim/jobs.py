@@ -15,6 +15,7 @@ WAITING_REASONS = {
     "storage_unavailable": "Your video is made and waits to be stored; this takes longer than usual.",
     "output_unavailable": "Your video is made; fetching it from the provider takes longer than usual.",
     "budget_reached": "Today's video budget is used up; your video starts when it is renewed.",
+    "provider_busy": "The video providers are busy; your video starts in a moment.",
     "providers_unavailable": "The video providers are not available right now; your video starts as soon as they are.",
 }
 

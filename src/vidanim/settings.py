@@ -77,11 +77,20 @@ class Settings(DatabaseSettings):
     # Runway asks for no more than one poll per 5 s; only the simulator may go faster.
     runway_enforce_min_poll: bool = True
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
+    # the most tasks in flight at each provider across every worker, e.g. {"runway": 2} (Runway's
+    # tier limit, fal's account concurrency); a worker writes these to the database when it starts
+    provider_max_in_flight: dict[str, int] = Field(default_factory=dict)
+    # a job whose every provider is at its cap waits this long before it looks again
+    provider_busy_wait_seconds: float = Field(default=5.0, ge=0, le=3600)
     # the price table behind each submission's estimated cost (docs/providers.md gives the sources)
     prices_usd_per_second: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_USD_PER_SECOND))
     price_unknown_model_usd_per_second: float = Field(default=UNKNOWN_MODEL_USD_PER_SECOND, ge=0)
     # requests in flight per provider; more jobs than this wait their turn (see providers/base.py)
     provider_max_connections: int = Field(default=32, ge=1, le=1000)
+
+    # the worker's HTTP server (/metrics, /healthz, /readyz); off unless a port is set (0: any free port)
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=None, ge=0, le=65535)
 
     # storage
     storage_backend: Literal["local", "supabase"] = "local"

@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(76);
+select plan(82);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -45,7 +45,9 @@ insert into service_functions values
   ('release_video_spend', array['uuid', 'text', 'numeric']),
   ('set_video_daily_budget', array['numeric']),
   ('get_video_spend', array['integer']),
-  ('get_video_daily_budget', array[]::text[]);
+  ('get_video_daily_budget', array[]::text[]),
+  ('acquire_video_provider_slot', array['uuid', 'text', 'text']),
+  ('set_video_provider_limit', array['text', 'integer']);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;
@@ -61,6 +63,7 @@ select is_empty(
        and p.proname like '%video%'
        and p.proname not like '%video_provider%'
        and p.proname not in ('reserve_video_spend', 'release_video_spend', 'set_video_daily_budget', 'get_video_spend', 'get_video_daily_budget')
+       and p.proname not like '%video_provider_%'
        and p.proname not in ('request_video_animation', 'get_video_quota', 'cancel_video_job', 'get_video_input_limits',
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
                              'schedule_video_job_retry', 'service_update_video_job_status',

@@ -434,3 +434,17 @@ def test_creating_a_job_is_logged_with_its_ids(make_client, conn, caplog):
     job = client.request_animation(client.upload_image(PNG, name="a.png"), client_request_id="req-9")
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "job.created"]
     assert record.fields == {"job_id": str(job.id), "user_id": str(user), "client_request_id": "req-9"}
+
+
+def test_a_waiting_job_tells_its_user_why(make_client, conn):
+    client = make_client(create_user(conn))
+    job = client.request_animation(client.upload_image(PNG, name="a.png"))
+    claim(conn, "w1")
+    conn.execute("set role service_role")
+    conn.execute("select public.defer_video_job(%s, 'w1', 60, 'providers_unavailable')", (job.id,))
+    conn.execute("reset role")
+    view = client.get_job(job.id)
+    assert (view.job.status, view.job.waiting_reason) == ("queued", "providers_unavailable")
+    assert view.job.waiting_message == (
+        "The video providers are not available right now; your video starts as soon as they are."
+    )

@@ -35,6 +35,8 @@ SERVICE_API = {
     "set_video_daily_budget",
     "get_video_spend",
     "get_video_daily_budget",
+    "acquire_video_provider_slot",
+    "set_video_provider_limit",
 }
 
 FUNCTIONS = """

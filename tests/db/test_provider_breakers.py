@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from tests.db.helpers import claim, raises_sqlstate, request_job, service
+from tests.db.helpers import claim, raises_sqlstate, request_job, service, update_status
 from tests.support.postgrest import as_user
-from tests.support.seed import create_user, put_input_image
+from tests.support.seed import create_user, put_input_image, set_limits
 
 OPEN = "select * from public.open_video_provider_breaker(%s, %s, %s, %s)"
 PROBE = "select public.begin_video_provider_probe(%s, %s, %s) as probing"
@@ -82,3 +82,32 @@ def test_users_cannot_see_or_touch_breakers(conn):
         cur.execute("select * from vidanim_private.video_provider_breakers")
     with raises_sqlstate("42501"), as_user(conn, user) as cur:
         cur.execute(CLOSE, ("fal",))
+
+
+# Concurrency caps (0026) ------------------------------------------------------------------
+ACQUIRE = "select public.acquire_video_provider_slot(%s, %s, %s) as acquired"
+
+
+def test_a_provider_cap_holds_across_submitting_and_processing_jobs_and_frees_on_end(conn):
+    user = create_user(conn)
+    set_limits(conn, user, 10, 10)
+    path = put_input_image(conn, user)
+    a, b, c = (request_job(conn, user, path) for _ in range(3))
+    claim(conn, "w1", limit=3)
+    service(conn, "select public.set_video_provider_limit('runway', 2)")
+    assert service(conn, ACQUIRE, (a["id"], "w1", "runway"))[0]["acquired"] is True
+    assert service(conn, ACQUIRE, (b["id"], "w1", "runway"))[0]["acquired"] is True
+    assert service(conn, ACQUIRE, (c["id"], "w1", "runway"))[0]["acquired"] is False, "two in flight: the cap"
+    assert service(conn, ACQUIRE, (c["id"], "w1", "fal"))[0]["acquired"] is True, "fal has no cap"
+    update_status(conn, a["id"], "processing", provider="runway", provider_task_id="t-a", worker_id="w1")
+    assert service(conn, ACQUIRE, (c["id"], "w1", "runway"))[0]["acquired"] is False, "processing still counts"
+    update_status(conn, a["id"], "failed", error_code="x", error_message="x", worker_id="w1")
+    assert service(conn, ACQUIRE, (c["id"], "w1", "runway"))[0]["acquired"] is True, "an ended job frees its slot"
+    service(conn, "select public.release_video_jobs('w1', %s)", ([b["id"]],))
+    assert conn.execute("select submitting_to from public.video_jobs where id = %s", (b["id"],)).fetchone() == (None,)
+
+
+@pytest.mark.parametrize(("provider", "cap", "message"), [("Runway!", 2, "provider"), ("runway", -1, "max_in_flight")])
+def test_set_provider_limit_refuses_bad_values(conn, provider, cap, message):
+    with raises_sqlstate("22023", message):
+        service(conn, "select public.set_video_provider_limit(%s, %s)", (provider, cap))

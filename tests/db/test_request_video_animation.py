@@ -139,7 +139,7 @@ def test_options_must_be_a_json_object(conn, alice, image, options):
 
 
 def test_options_are_bounded_to_16_kib(conn, alice, image):
-    assert request_job(conn, alice, image, options={"k": "v" * 16000})
+    assert request_job(conn, alice, image, options={"negative_prompt": "v" * 2500})
     with raises_sqlstate("22023", "16 KiB"):
         request_job(conn, alice, image, options={"k": "v" * 16400})
 
@@ -156,8 +156,8 @@ def test_a_uuid_and_the_full_charset_fit_in_client_request_id(conn, alice, image
 
 
 def test_same_client_request_id_and_parameters_return_the_same_job_charged_once(conn, alice, image):
-    first = request_job(conn, alice, image, "p", {"a": 1}, "req-1")
-    again = request_job(conn, alice, image, "p", {"a": 1}, "req-1")
+    first = request_job(conn, alice, image, "p", {"duration": 5}, "req-1")
+    again = request_job(conn, alice, image, "p", {"duration": 5}, "req-1")
     assert again["id"] == first["id"]
     assert usage(conn, alice) == 1
     assert conn.execute("select count(*) from public.video_jobs").fetchone() == (1,)
@@ -172,13 +172,13 @@ def test_a_replay_returns_the_job_even_after_the_image_is_gone_and_quota_is_spen
 
 
 @pytest.mark.parametrize(
-    "change", [{"prompt": "other"}, {"options": {"a": 2}}, {"path": "other.png"}, {"prompt": None}]
+    "change", [{"prompt": "other"}, {"options": {"duration": 10}}, {"path": "other.png"}, {"prompt": None}]
 )
 def test_same_client_request_id_with_different_parameters_is_pt422(conn, alice, image, change):
-    request_job(conn, alice, image, "p", {"a": 1}, "req-1")
+    request_job(conn, alice, image, "p", {"duration": 5}, "req-1")
     path = put_input_image(conn, alice, "other.png") if "path" in change else image
     with raises_sqlstate("PT422", "different parameters"):
-        request_job(conn, alice, path, change.get("prompt", "p"), change.get("options", {"a": 1}), "req-1")
+        request_job(conn, alice, path, change.get("prompt", "p"), change.get("options", {"duration": 5}), "req-1")
     assert usage(conn, alice) == 1
 
 
@@ -244,3 +244,30 @@ def test_an_image_over_the_buckets_size_limit_is_refused_before_any_charge(conn,
     ):
         request_job(conn, alice, path)
     assert usage(conn, alice) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"duration": 7}, "options.duration must be 5 or 10"),
+        ({"duration": "ten"}, "options.duration must be 5 or 10"),
+        ({"ratio": "16:9"}, "options.ratio must be one of 1280:720"),
+        ({"seed": -1}, "options.seed must be a whole number"),
+        ({"seed": "12"}, "options.seed must be a whole number"),
+        ({"seed": 4294967296}, "options.seed must be a whole number"),
+        ({"negative_prompt": "x" * 2501}, "options.negative_prompt must be text of at most 2500"),
+        ({"cfg_scale": 1.5}, "options.cfg_scale must be a number from 0 to 1"),
+        ({"cfg_scale": "high"}, "options.cfg_scale must be a number from 0 to 1"),
+        ({"model": "gen4_aleph"}, "options.model is not an option vidanim accepts"),
+        ({"provider": "runway"}, "options.provider is not an option vidanim accepts"),
+    ],
+)
+def test_undocumented_options_and_bad_values_are_refused_naming_the_field(conn, alice, image, options, message):
+    with raises_sqlstate("22023", message):
+        request_job(conn, alice, image, options=options)
+    assert usage(conn, alice) == 0
+
+
+def test_every_documented_option_is_accepted(conn, alice, image):
+    options = {"duration": "10", "ratio": "720:1280", "seed": 42, "negative_prompt": "blur", "cfg_scale": 0.5}
+    assert request_job(conn, alice, image, options=options)["options"] == options

@@ -140,3 +140,13 @@ async def test_status_and_result_follow_owner_app_without_the_subpath(fal, sim):
     await run_to_end(fal, sub.task_id)
     assert sim.requests["fal.status"] >= 1
     assert sim.requests["fal.result"] == 1
+
+
+async def test_only_the_options_fal_documents_are_sent_in_its_types(fal, sim):
+    await fal.submit(
+        "https://img.example/a.png", None, {"duration": 10, "seed": 7, "ratio": "960:960", "cfg_scale": 0.3}
+    )
+    ((_, _, body),) = sim.submissions
+    assert {k: body[k] for k in ("duration", "cfg_scale")} == {"duration": "10", "cfg_scale": 0.3}
+    assert "seed" not in body
+    assert "ratio" not in body

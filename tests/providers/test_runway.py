@@ -133,3 +133,12 @@ async def test_polling_a_finished_task_again_replaces_an_expired_url(runway, sim
     assert fresh.status_code == 200
     assert fresh.headers["content-type"] == "video/mp4"
     assert fresh.content[4:8] == b"ftyp"
+
+
+async def test_only_the_options_runway_documents_are_sent_in_its_types(runway, sim):
+    await runway.submit(
+        "https://img.example/a.png", None, {"duration": "10", "seed": 7, "cfg_scale": 0.3, "model": "x"}
+    )
+    ((_, _, body),) = sim.submissions
+    assert (body["duration"], body["seed"], body["model"]) == (10, 7, "gen4_turbo")
+    assert "cfg_scale" not in body

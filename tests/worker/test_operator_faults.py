@@ -139,3 +139,34 @@ async def test_while_one_job_probes_a_half_open_provider_the_others_wait(users, 
     assert_each_paid_once(users, jobs, sim)
     probes = events("provider.probe")
     assert len(probes) == 1, "exactly one job probed"
+
+
+async def test_a_provider_cap_holds_across_every_worker_and_every_job_still_completes(users, settings_for, sim, db):
+    sim.run_seconds = 0.3
+    jobs = queue_jobs(users, 12)
+    peak = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            with db.connect() as conn:
+                (n,) = conn.execute(
+                    "select count(*) from public.video_jobs where status = 'processing' and provider = 'runway'"
+                ).fetchone()
+            peak = max(peak, n)
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    await run_workers_until_done(
+        users,
+        jobs,
+        settings_for,
+        providers="runway",
+        provider_max_in_flight={"runway": 2},
+        provider_busy_wait_seconds=0.1,
+    )
+    sampling = False
+    await sampler
+    assert peak == 2, f"at most 2 runway tasks in flight at once, and the cap was used (peak {peak})"
+    assert_each_paid_once(users, jobs, sim)

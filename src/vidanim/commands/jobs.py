@@ -1,4 +1,4 @@
-"""`vidanim jobs list|show|cancel|retry` for operators (service role)."""
+"""`vidanim jobs list|show|cancel|retry|stats` for operators (service role)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ from typing import Annotated, Any, LiteralString
 
 import typer
 
-from vidanim.commands.common import DatabaseUrl, JsonOut, as_service, emit_json, handled, settings, table, user_client
+from vidanim.commands.common import (
+    DatabaseUrl,
+    JsonOut,
+    as_service,
+    emit_json,
+    handled,
+    parse_duration,
+    settings,
+    table,
+    user_client,
+)
 from vidanim.errors import InvalidInput, NotFound
 
 app = typer.Typer(
@@ -146,4 +156,55 @@ def retry(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut
     if json_out:
         return emit_json(job)
     typer.echo(f"retry of {job_id}: new job {job.id} ({job.status})")
+    return None
+
+
+STATS_BY_STATUS: LiteralString = """
+    select status, count(*)::bigint as jobs from public.video_jobs where created_at >= now() - %s
+     group by status order by status
+"""
+STATS_FAILURES: LiteralString = """
+    select coalesce(error_code, 'unknown') as error_code, count(*)::bigint as jobs from public.video_jobs
+     where status = 'failed' and created_at >= now() - %s
+     group by 1 order by 2 desc, 1
+"""
+STATS_DURATIONS: LiteralString = """
+    select provider, count(*)::bigint as completed,
+           percentile_cont(0.5) within group (order by extract(epoch from completed_at - started_at)) as p50_seconds,
+           percentile_cont(0.95) within group (order by extract(epoch from completed_at - started_at)) as p95_seconds
+      from public.video_jobs
+     where status = 'completed' and started_at is not null and created_at >= now() - %s
+     group by provider order by provider
+"""
+
+
+@app.command("stats")
+def stats(
+    since: Annotated[str, typer.Option(help="Jobs created within this long: 24h, 7d, 90m.")] = "24h",
+    database_url: DatabaseUrl = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Counts by status, failure reasons, and p50/p95 durations (start to stored video) per provider."""
+    window = parse_duration(since)
+    s = settings(database_url)
+    with handled(), as_service(s) as cur:
+        by_status = cur.execute(STATS_BY_STATUS, (window,)).fetchall()
+        failures = cur.execute(STATS_FAILURES, (window,)).fetchall()
+        durations = cur.execute(STATS_DURATIONS, (window,)).fetchall()
+    if json_out:
+        return emit_json({"since": since, "by_status": by_status, "failures": failures, "durations": durations})
+    typer.echo(f"jobs created in the last {since}")
+    table([[r["status"], r["jobs"]] for r in by_status], ["status", "jobs"])
+    if failures:
+        typer.echo("")
+        table([[r["error_code"], r["jobs"]] for r in failures], ["failure", "jobs"])
+    if durations:
+        typer.echo("")
+        table(
+            [
+                [r["provider"], r["completed"], f"{r['p50_seconds']:.1f} s", f"{r['p95_seconds']:.1f} s"]
+                for r in durations
+            ],
+            ["provider", "completed", "p50", "p95"],
+        )
     return None

@@ -45,6 +45,9 @@ STATUS_MAP: dict[str, TaskState] = {
     "CANCELLED": TaskState.CANCELED,
 }
 
+# Options of a job that fal's Kling image-to-video documents (the database accepts no others).
+FORWARDED_OPTIONS = {"duration", "negative_prompt", "cfg_scale"}
+
 # error_type values fal documents as content or input problems: the user's to fix.
 MODERATION_HINTS = ("content_policy", "moderation", "nsfw", "safety")
 
@@ -155,7 +158,9 @@ class FalProvider:
         return f"{self.base_url}/{owner_app}/requests"
 
     async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
-        body: dict[str, Any] = {"image_url": image_url, **{k: v for k, v in options.items() if k != "provider"}}
+        body: dict[str, Any] = {"image_url": image_url, **{k: v for k, v in options.items() if k in FORWARDED_OPTIONS}}
+        if "duration" in body:
+            body["duration"] = str(body["duration"])  # fal's Kling takes "5" or "10"
         if prompt:
             body["prompt"] = prompt
         response = await self._http.request("POST", f"{self.base_url}/{self.model}", json=body)

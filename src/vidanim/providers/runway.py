@@ -46,7 +46,7 @@ STATUS_MAP: dict[str, TaskState] = {
 }
 
 # Options the worker forwards to Runway (camelCase on the wire).
-FORWARDED_OPTIONS = {"model", "ratio", "duration", "seed"}
+FORWARDED_OPTIONS = {"ratio", "duration", "seed"}
 
 
 def image_refusal(response: httpx.Response) -> str | None:
@@ -154,6 +154,8 @@ class RunwayProvider:
             "duration": self.duration,
         }
         body.update({k: v for k, v in options.items() if k in FORWARDED_OPTIONS})
+        if "duration" in body:
+            body["duration"] = int(body["duration"])  # Runway takes an integer
         if prompt:
             body["promptText"] = prompt[:1000]
         response = await self._http.request("POST", "/v1/image_to_video", json=body)

@@ -19,6 +19,8 @@ from vidanim.storage.base import Storage
 from vidanim.storage.local import LocalStorage
 from vidanim.storage.supabase import SupabaseStorage
 from vidanim.worker.db import ServiceDatabase, open_pool
+from vidanim.worker.http import HttpServer, build_app
+from vidanim.worker.metrics import WorkerMetrics
 from vidanim.worker.pipeline import JobPipeline
 from vidanim.worker.runner import Worker
 from vidanim.worker.transfer import tune_http_reads
@@ -85,6 +87,9 @@ class WorkerApp:
     storage: Storage
     providers: dict[str, Provider]
     pool: AsyncConnectionPool[Any]
+    metrics: WorkerMetrics
+    #: where /metrics, /healthz and /readyz are served (None: VIDANIM_HTTP_PORT unset)
+    http_url: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -108,9 +113,17 @@ async def assembled(
     try:
         store = storage if storage is not None else build_storage(settings, pool)
         db = ServiceDatabase(pool)
-        pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http)
-        yield WorkerApp(Worker(settings=settings, db=db, pipeline=pipeline), store, providers, pool)
+        metrics = WorkerMetrics([p for p in settings.provider_order() if p in providers])
+        pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http, metrics=metrics)
+        if settings.http_port is not None:
+            server = HttpServer(build_app(db, metrics), settings.http_host, settings.http_port)
+            http_url = await server.start()
+        else:
+            http_url = None
+        yield WorkerApp(Worker(settings=settings, db=db, pipeline=pipeline), store, providers, pool, metrics, http_url)
     finally:
+        if "server" in locals():
+            await server.stop()
         await http.aclose()
         if own_storage and "store" in locals():
             await store.aclose()

@@ -34,6 +34,10 @@ OPEN_BREAKER: LiteralString = "select * from public.open_video_provider_breaker(
 BEGIN_PROBE: LiteralString = "select public.begin_video_provider_probe(%s, %s, %s) as probing"
 CLOSE_BREAKER: LiteralString = "select public.close_video_provider_breaker(%s) as closed"
 RECHECK_BREAKERS: LiteralString = "select public.recheck_video_provider_breakers() as rechecked"
+ACQUIRE_SLOT: LiteralString = "select public.acquire_video_provider_slot(%s, %s, %s) as acquired"
+SET_PROVIDER_LIMIT: LiteralString = "select public.set_video_provider_limit(%s, %s)"
+SPEND: LiteralString = "select * from public.get_video_spend(%s)"
+DAILY_BUDGET: LiteralString = "select public.get_video_daily_budget() as cap"
 RESERVE_SPEND: LiteralString = "select * from public.reserve_video_spend(%s, %s, %s, %s)"
 RELEASE_SPEND: LiteralString = "select public.release_video_spend(%s, %s, %s)"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
@@ -108,6 +112,25 @@ class ServiceDatabase:
                     hint=exc.diag.message_hint,
                 ) from exc
         raise AssertionError("unreachable")
+
+    async def rows(self, query: LiteralString, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """A read of the shared state (metrics, health), as the service role."""
+        return await self._rows(query, params)
+
+    async def acquire_slot(self, job_id: uuid.UUID, worker_id: str, provider: str) -> bool:
+        (row,) = await self._rows(ACQUIRE_SLOT, (job_id, worker_id, provider))
+        return bool(row["acquired"])
+
+    async def set_provider_limit(self, provider: str, max_in_flight: int | None) -> None:
+        await self._rows(SET_PROVIDER_LIMIT, (provider, max_in_flight))
+
+    async def spend(self, days: int) -> list[dict[str, Any]]:
+        return await self._rows(SPEND, (days,))
+
+    async def daily_budget(self) -> Decimal | None:
+        (row,) = await self._rows(DAILY_BUDGET, ())
+        cap = row["cap"]
+        return Decimal(cap) if cap is not None else None
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: int) -> list[Job]:
         return [Job.from_row(r) for r in await self._rows(CLAIM, (worker_id, limit, lease_seconds))]

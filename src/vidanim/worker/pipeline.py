@@ -41,6 +41,7 @@ from vidanim.settings import Settings
 from vidanim.storage.base import ObjectExists, ObjectInfo, Storage, StorageError
 from vidanim.worker.backoff import backoff_delay
 from vidanim.worker.db import ServiceDatabase
+from vidanim.worker.metrics import WorkerMetrics, outcome_of
 from vidanim.worker.transfer import (
     OUTPUT_BUCKET,
     BadOutput,
@@ -80,6 +81,10 @@ class BudgetReached(Exception):
     """Today's committed spend would pass the daily cap."""
 
 
+class ProviderBusy(Exception):
+    """The provider has as many tasks in flight as its cap allows."""
+
+
 @dataclass
 class JobControl:
     """Signals from the lease renewer and the worker to one running job."""
@@ -112,6 +117,7 @@ class JobPipeline:
         storage: Storage,
         providers: dict[str, Provider],
         http: httpx.AsyncClient,
+        metrics: WorkerMetrics | None = None,
     ):
         self.settings = settings
         self.db = db
@@ -119,6 +125,7 @@ class JobPipeline:
         self.providers = providers
         self.order = [p for p in settings.provider_order() if p in providers]
         self.http = http
+        self.metrics = metrics or WorkerMetrics(self.order)
         self.worker_id = settings.worker_id
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
 
@@ -155,6 +162,7 @@ class JobPipeline:
             await self._wait_for_providers(job)
             return None
         errors: list[ProviderError] = []
+        busy: list[str] = []
         skip: set[str] = set()
         for name, probing in plan:
             if name in skip:
@@ -168,6 +176,10 @@ class JobPipeline:
                 except BudgetReached:
                     await self._wait_for_budget(job)
                     return None
+                except ProviderBusy:
+                    busy.append(name)
+                    log_event(log, "provider.busy", logging.DEBUG, **self._fields(job, provider=name))
+                    break
                 except TransientProviderError as exc:
                     errors.append(exc)
                     if attempt + 1 < self.settings.submit_attempts:
@@ -213,6 +225,13 @@ class JobPipeline:
                 await self._healthy(job, name, probing)
                 return await self._record(job, provider, submission)
             log_event(log, "provider.fallback", logging.WARNING, **self._fields(job, provider=name))
+        if busy and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):
+            # Every provider that could take the job is at its cap: look again shortly.
+            delay = self.settings.provider_busy_wait_seconds
+            log_event(log, "job.waiting", **self._fields(job, reason="provider_busy", retry_in=delay))
+            with contextlib.suppress(Conflict):
+                await self.db.defer(job.id, self.worker_id, delay, "provider_busy")
+            return None
         if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):
             # No provider could take the job, and none of it was the request's fault.
             await self._wait_for_providers(job)
@@ -235,14 +254,20 @@ class JobPipeline:
             self.settings.prices_usd_per_second,
             self.settings.price_unknown_model_usd_per_second,
         )
+        if not await self.db.acquire_slot(job.id, self.worker_id, name):
+            raise ProviderBusy
         if not await self.db.reserve_spend(job.id, self.worker_id, name, cost):
             raise BudgetReached
+        started = time.monotonic()
         try:
-            return await provider.submit(image_url, job.prompt, job.options)
+            submission = await provider.submit(image_url, job.prompt, job.options)
         except ProviderError as exc:
+            self.metrics.observe_call(name, "submit", outcome_of(exc), time.monotonic() - started)
             if not isinstance(exc, TransientProviderError) or exc.status_code is not None:
                 await self.db.release_spend(job.id, name, cost)
             raise
+        self.metrics.observe_call(name, "submit", "ok", time.monotonic() - started)
+        return submission
 
     async def _wait_for_budget(self, job: Job) -> None:
         """The day's spend is at the cap: wait in queued until the next UTC day (a raised cap wakes it)."""
@@ -405,7 +430,7 @@ class JobPipeline:
                 return
             log_event(log, "status.polled", logging.DEBUG, **fields)
             try:
-                status = await provider.status(task_id)
+                status = await self._poll(provider, task_id)
             except TransientProviderError as exc:
                 if time.time() > deadline:
                     await self._time_out(job, provider, task_id)
@@ -451,6 +476,17 @@ class JobPipeline:
             else:
                 await self._fail(job, "provider_canceled", PROVIDER_CANCELED, raw, task=(provider.name, task_id))
             return
+
+    async def _poll(self, provider: Provider, task_id: str) -> TaskStatus:
+        """One status request, timed for the metrics."""
+        started = time.monotonic()
+        try:
+            status = await provider.status(task_id)
+        except ProviderError as exc:
+            self.metrics.observe_call(provider.name, "status", outcome_of(exc), time.monotonic() - started)
+            raise
+        self.metrics.observe_call(provider.name, "status", "ok", time.monotonic() - started)
+        return status
 
     async def _time_out(self, job: Job, provider: Provider, task_id: str) -> None:
         await self._cancel_task(job, provider, task_id)
@@ -534,7 +570,7 @@ class JobPipeline:
                     await control.wait(self._delay(attempt - 1))
                 try:
                     # Output URLs expire (Runway: 24-48 h): polling again hands out a fresh one.
-                    status = await provider.status(task_id)
+                    status = await self._poll(provider, task_id)
                 except ProviderError as perr:
                     log_event(log, "status.poll_failed", logging.WARNING, **fields, reason=perr.message)
                     await control.wait(self._delay(attempt - 1))
@@ -550,6 +586,7 @@ class JobPipeline:
             log_event(log, "job.complete_refused", logging.WARNING, **fields, reason=exc.message)
             return
         log_event(log, "job.completed", **fields)
+        self.metrics.observe_end(provider.name, "completed", None, job.attempts)
 
     async def _stored_after_error(
         self, job: Job, expected_size: int | None, fields: dict[str, Any]
@@ -600,6 +637,8 @@ class JobPipeline:
             )
         except Conflict as exc:
             log_event(log, "job.fail_refused", logging.WARNING, **self._fields(job, reason=exc.message))
+            return
+        self.metrics.observe_end(provider, "failed", code, job.attempts)
 
     async def _cancel_task(self, job: Job, provider: Provider, task_id: str) -> None:
         try:

@@ -71,6 +71,11 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         log_event(log, "worker.started", worker_id=self.worker_id, concurrency=self.settings.worker_concurrency)
         try:
+            for provider, cap in self.settings.provider_max_in_flight.items():
+                await self.db.set_provider_limit(provider, cap)
+        except Exception as exc:  # a bad provider name is refused by the database: say so, go on
+            log_event(log, "worker.limits_failed", logging.ERROR, worker_id=self.worker_id, error=str(exc))
+        try:
             # New credentials may have come with this start: probe providers whose breakers
             # opened for an account fault at once, so the jobs waiting for them run.
             if rechecked := await self.db.recheck_breakers():

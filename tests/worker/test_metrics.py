@@ -1,0 +1,90 @@
+"""The worker's /metrics, /healthz and /readyz over real HTTP: every series, with values the test caused."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.db.helpers import service
+from tests.worker.conftest import running
+
+
+async def get(url: str) -> httpx.Response:
+    """The server runs in this test's event loop: ask it without blocking the loop."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(url)
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = (await get(f"{url}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+async def test_the_metrics_page_holds_every_series_with_the_values_the_jobs_caused(users, settings_for, sim, db):
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(100)")
+    user, path = users.user_with_image()
+    done = users.request(user, path)
+    refused = users.request(user, path, prompt="refuse me")
+    sim.outcome_next("fal", "moderate")  # the first task ends moderated
+    async with running(settings_for(http_port=0)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+        later = users.request(user, path)  # queued, not yet claimed
+        samples = await scrape(app.http_url)
+    statuses = {users.job(j["id"])["status"] for j in (done, refused)}
+    assert statuses == {"completed", "failed"}
+    assert value(samples, "vidanim_jobs", status="completed") == 1
+    assert value(samples, "vidanim_jobs", status="failed") == 1
+    assert value(samples, "vidanim_jobs", status="queued") == 1
+    assert value(samples, "vidanim_queue_depth") == 1
+    assert value(samples, "vidanim_oldest_queued_job_age_seconds") >= 0
+    assert value(samples, "vidanim_leases_held") == 0
+    assert value(samples, "vidanim_job_outcomes_total", provider="fal", status="completed", error_code="") == 1
+    assert (
+        value(samples, "vidanim_job_outcomes_total", provider="fal", status="failed", error_code="content_moderated")
+        == 1
+    )
+    assert value(samples, "vidanim_job_submissions_count") == 2
+    assert value(samples, "vidanim_job_submissions_sum") == 2
+    assert value(samples, "vidanim_provider_request_seconds_count", provider="fal", call="submit", outcome="ok") == 2
+    assert value(samples, "vidanim_provider_request_seconds_count", provider="fal", call="status", outcome="ok") >= 2
+    assert value(samples, "vidanim_provider_breaker_state", provider="fal", state="closed") == 1
+    assert value(samples, "vidanim_provider_breaker_state", provider="runway", state="open") == 0
+    assert value(samples, "vidanim_spend_committed_usd", provider="fal") == 0.56
+    assert value(samples, "vidanim_spend_cap_usd") == 100
+    assert later["status"] == "queued"
+
+
+async def test_waiting_jobs_and_open_breakers_show_and_readiness_follows_the_providers(users, settings_for, sim):
+    sim.fail_next("fal.submit", 10**6, 401, body={"detail": "No user found for Key ID and Secret"})
+    user, path = users.user_with_image()
+    users.request(user, path)
+    async with running(settings_for(http_port=0, providers="fal", breaker_open_seconds=600)) as app:
+        assert (await get(f"{app.http_url}/readyz")).status_code == 200
+        await app.worker.run(until_idle=True, install_signals=False)
+        samples = await scrape(app.http_url)
+        ready = await get(f"{app.http_url}/readyz")
+        alive = await get(f"{app.http_url}/healthz")
+    assert value(samples, "vidanim_provider_breaker_state", provider="fal", state="open") == 1
+    assert value(samples, "vidanim_jobs_waiting", reason="providers_unavailable") == 1
+    assert (
+        value(samples, "vidanim_provider_request_seconds_count", provider="fal", call="submit", outcome="operator") == 1
+    )
+    assert (ready.status_code, ready.json()["problems"]) == (503, ["no provider is healthy: fal (credentials)"])
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+
+
+async def test_readiness_needs_the_database(users, settings_for, db):
+    async with running(settings_for(http_port=0)) as app:
+        await app.pool.close()  # the database is gone, as far as this worker can tell
+        ready = await get(f"{app.http_url}/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["problems"][0].startswith("database:")

@@ -44,6 +44,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_requests.py
 	$(BIN)/python scripts/bench_worker.py
+	$(BIN)/python scripts/bench_submission_checks.py
 
 ## make demo: image -> job -> provider simulator -> stored, playable MP4 (embedded everything)
 demo: $(STAMP)

@@ -10,6 +10,12 @@
 alter table public.video_jobs
   add column if not exists submitting_to text;
 
+-- What a slot counts: jobs in flight at a provider, found without a scan of every job.
+create index if not exists video_jobs_in_flight_by_provider
+  on public.video_jobs (provider) where status = 'processing';
+create index if not exists video_jobs_submitting_by_provider
+  on public.video_jobs (submitting_to) where status = 'queued' and submitting_to is not null;
+
 create table if not exists vidanim_private.video_provider_limits (
   provider text primary key check (provider ~ '^[a-z_]{1,32}$'),
   max_in_flight integer not null check (max_in_flight >= 0),

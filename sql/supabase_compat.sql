@@ -212,3 +212,14 @@ begin
   execute format('alter database %I set pgrst.db_schemas = %L', current_database(), 'public,graphql_public');
 end
 $$;
+
+-- Realtime --------------------------------------------------------------------
+-- Supabase Realtime streams the tables of this publication to subscribers (it
+-- checks RLS for each); every Supabase project has it, empty at first.
+do $$
+begin
+  if not exists (select 1 from pg_publication where pubname = 'supabase_realtime') then
+    create publication supabase_realtime;
+  end if;
+end
+$$;

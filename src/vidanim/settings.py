@@ -43,6 +43,8 @@ class Settings(DatabaseSettings):
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=255, pattern=r"^\S+$")
     worker_concurrency: int = Field(default=50, ge=1, le=5000)
     worker_claim_batch: int = Field(default=20, ge=1, le=1000)
+    # LISTEN for due jobs on a connection of its own (needs a direct or session-mode connection)
+    worker_listen: bool = True
     worker_idle_poll_seconds: float = Field(default=1.0, gt=0)
     # A lease must outlive a few missed renewals: renewals run every lease / 5.
     worker_lease_seconds: int = Field(default=300, ge=2, le=86400)

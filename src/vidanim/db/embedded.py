@@ -31,6 +31,8 @@ THROWAWAY_SETTINGS: tuple[tuple[str, str], ...] = (
     ("full_page_writes", "off"),
     ("max_connections", "300"),
     ("shared_buffers", "128MB"),
+    # Supabase Realtime reads changes through logical decoding; the tests check it does
+    ("wal_level", "logical"),
 )
 
 

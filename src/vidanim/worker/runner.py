@@ -18,9 +18,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import LiteralString
+
+import psycopg
 
 from vidanim.jobs import Job
 from vidanim.logs import log_event
@@ -29,6 +33,10 @@ from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.pipeline import JobControl, JobPipeline
 
 log = logging.getLogger("vidanim.worker")
+
+LISTEN: LiteralString = "listen vidanim_jobs"
+# A job due later than this is left to the periodic claim rather than to a timer.
+MAX_TIMER_SECONDS = 3600.0
 
 
 @dataclass
@@ -53,6 +61,9 @@ class Worker:
         self._fatal: BaseException | None = None
         # jobs running when the stop began: their leases are handed back at the end
         self._to_release: set[uuid.UUID] = set()
+        # set by a NOTIFY (or its timer) that a job is due: the idle claim loop wakes at once
+        self._wake = asyncio.Event()
+        self._wake_timer: asyncio.TimerHandle | None = None
 
     def stop(self) -> None:
         """Stop claiming and wind down (what SIGTERM does)."""
@@ -83,12 +94,17 @@ class Worker:
         except Exception as exc:  # the database is away: the claim loop reports it
             log_event(log, "worker.recheck_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
         renewer = asyncio.create_task(self._renew_forever())
+        listener = asyncio.create_task(self._listen_forever()) if self.settings.worker_listen else None
         try:
             await self._claim_loop(until_idle)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            for task in (renewer, listener):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -103,6 +119,7 @@ class Worker:
             free = self.settings.worker_concurrency - len(self._running)
             jobs: list[Job] = []
             if free > 0:
+                self._wake.clear()  # a NOTIFY during the claim sets it again: none is lost
                 try:
                     jobs = await self.db.claim(
                         self.worker_id, min(free, self.settings.worker_claim_batch), self.settings.worker_lease_seconds
@@ -116,7 +133,7 @@ class Worker:
             if until_idle and not jobs and not self._running:
                 return
             self._slot_free.clear()
-            waiters = [asyncio.ensure_future(self._stopping.wait())]
+            waiters = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(self._wake.wait())]
             if len(self._running) >= self.settings.worker_concurrency:
                 waiters.append(asyncio.ensure_future(self._slot_free.wait()))
             timeout = self.settings.worker_idle_poll_seconds
@@ -127,6 +144,44 @@ class Worker:
             finally:
                 for w in waiters:
                     w.cancel()
+
+    async def _listen_forever(self) -> None:
+        """LISTEN for due jobs on a connection of its own; reconnect after a failure."""
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.require_database_url(), autocommit=True
+                ) as conn:
+                    await conn.execute(LISTEN)
+                    failures = 0
+                    self._wake.set()  # anything that fell due while not listening
+                    async for notify in conn.notifies():
+                        self._due_at(notify.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the periodic claim carries on meanwhile
+                failures += 1
+                log_event(log, "worker.listen_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
+                await asyncio.sleep(min(2.0**failures, 60.0))
+
+    def _due_at(self, payload: str) -> None:
+        """Wake now for a job due now; set a timer for one due later (the earliest wins)."""
+        loop = asyncio.get_running_loop()
+        try:
+            delay = float(payload) - time.time()
+        except ValueError:
+            delay = 0.0
+        if delay <= 0:
+            self._wake.set()
+            return
+        if delay > MAX_TIMER_SECONDS:
+            return  # the periodic claim will find it
+        due = loop.time() + delay
+        if self._wake_timer is None or self._wake_timer.when() > due or self._wake_timer.cancelled():
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+            self._wake_timer = loop.call_at(due, self._wake.set)
 
     def _start(self, job: Job) -> None:
         control = JobControl()

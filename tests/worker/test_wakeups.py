@@ -1,0 +1,96 @@
+"""Instant wake-ups: a NOTIFY wakes an idle worker at once; a timer meets a job due later."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from tests.db.helpers import claim, service
+from tests.worker.conftest import running
+
+SLOW_POLL = 30.0  # so slow that only a notification can explain a prompt claim
+
+
+async def wait_listening(db) -> None:
+    for _ in range(200):
+        with db.connect() as conn:
+            (n,) = conn.execute("select count(*) from pg_stat_activity where query = 'listen vidanim_jobs'").fetchone()
+        if n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the worker never listened")
+
+
+async def claimed_within(users, job_id, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if users.job(job_id)["status"] != "queued" or users.job(job_id)["locked_by"]:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_an_idle_worker_claims_a_new_job_at_once(users, settings_for):
+    user, path = users.user_with_image()
+    async with running(settings_for(worker_idle_poll_seconds=SLOW_POLL)) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        await asyncio.sleep(0.2)  # the first claim found nothing; the worker is idle now
+        await wait_listening(users.db)
+        job = users.request(user, path)
+        assert await claimed_within(users, job["id"], 5), "the notification woke the worker"
+        app.worker.stop()
+        await runner
+
+
+async def test_without_listening_only_the_periodic_claim_finds_a_job(users, settings_for):
+    user, path = users.user_with_image()
+    async with running(settings_for(worker_idle_poll_seconds=SLOW_POLL, worker_listen=False)) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        await asyncio.sleep(0.2)
+        job = users.request(user, path)
+        assert not await claimed_within(users, job["id"], 1.5), "the control: no wake-up without LISTEN"
+        app.worker.stop()
+        await runner
+
+
+async def test_a_job_due_later_is_met_by_a_timer_not_a_poll(users, settings_for, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    with db.connect() as conn:
+        claim(conn, "other")
+        service(conn, "select public.defer_video_job(%s, 'other', 1.0, 'providers_unavailable')", (job["id"],))
+    async with running(settings_for(worker_idle_poll_seconds=SLOW_POLL)) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        await wait_listening(db)
+        with db.connect() as conn:  # it becomes due in 0.8 s, announced now
+            service(conn, "select 1")
+            conn.execute(
+                "update public.video_jobs set next_attempt_at = now() + interval '0.8 seconds' where id = %s",
+                (job["id"],),
+            )
+        assert not await claimed_within(users, job["id"], 0.4), "not before it is due"
+        assert await claimed_within(users, job["id"], 5), "the timer woke the worker when it fell due"
+        app.worker.stop()
+        await runner
+
+
+def test_claimable_changes_notify_with_the_due_time_and_a_claim_does_not(db, users):
+    user, path = users.user_with_image()
+    with psycopg.connect(db.dsn, autocommit=True) as listener:
+        listener.execute("listen vidanim_jobs")
+        job = users.request(user, path)
+        (first,) = list(listener.notifies(timeout=2, stop_after=1))
+        with db.connect() as conn:
+            due = conn.execute(
+                "select (ceil(extract(epoch from next_attempt_at) * 1000) / 1000)::numeric(16, 3)::text"
+                " from public.video_jobs where id = %s",
+                (job["id"],),
+            ).fetchone()[0]
+            claim(conn, "w1")
+        assert (first.channel, first.payload) == ("vidanim_jobs", str(due))
+        assert list(listener.notifies(timeout=0.5)) == [], "a claim makes nothing claimable"
+        with db.connect() as conn:
+            service(conn, "select public.release_video_jobs('w1', %s)", ([job["id"]],))
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "a lease handed back is claimable"

@@ -46,6 +46,10 @@ class Job:
     #: why a job the worker left for later is waiting (a code, see WAITING_REASONS)
     waiting_reason: str | None = None
     estimated_cost_usd: Decimal | None = None
+    #: 0-100 while the provider says how far along it is
+    progress: int | None = None
+    #: the place in the provider's queue while it says
+    queue_position: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(82);
+select plan(85);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -47,7 +47,8 @@ insert into service_functions values
   ('get_video_spend', array['integer']),
   ('get_video_daily_budget', array[]::text[]),
   ('acquire_video_provider_slot', array['uuid', 'text', 'text']),
-  ('set_video_provider_limit', array['text', 'integer']);
+  ('set_video_provider_limit', array['text', 'integer']),
+  ('service_update_video_job_progress', array['uuid', 'text', 'integer', 'integer']);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;
@@ -66,7 +67,7 @@ select is_empty(
        and p.proname not like '%video_provider_%'
        and p.proname not in ('request_video_animation', 'get_video_quota', 'cancel_video_job', 'get_video_input_limits',
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
-                             'schedule_video_job_retry', 'service_update_video_job_status',
+                             'schedule_video_job_retry', 'service_update_video_job_status', 'service_update_video_job_progress',
                              'reset_video_quota', 'set_video_quota_limits', 'set_video_quota_defaults',
                              'expire_video_outputs', 'restore_video_output', 'defer_video_job')
        and (has_function_privilege('anon', p.oid, 'execute')

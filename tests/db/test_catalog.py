@@ -37,6 +37,7 @@ SERVICE_API = {
     "get_video_daily_budget",
     "acquire_video_provider_slot",
     "set_video_provider_limit",
+    "service_update_video_job_progress",
 }
 
 FUNCTIONS = """

@@ -215,12 +215,18 @@ class VidanimClient:
         poll_seconds: float = 1.0,
         on_change: Callable[[JobView], None] | None = None,
     ) -> JobView:
-        """Follow a job until it ends; `on_change` sees every new status, provider status or wait."""
+        """Follow a job until it ends; `on_change` sees every new status, provider status, wait or progress."""
         deadline = time.monotonic() + timeout
-        seen: tuple[str, str | None, str | None] | None = None
+        seen: tuple[str, str | None, str | None, int | None, int | None] | None = None
         while True:
             view = self.get_job(job_id)
-            state = (view.job.status, view.job.provider_status, view.job.waiting_reason)
+            state = (
+                view.job.status,
+                view.job.provider_status,
+                view.job.waiting_reason,
+                view.job.progress,
+                view.job.queue_position,
+            )
             if state != seen:
                 seen = state
                 if on_change:

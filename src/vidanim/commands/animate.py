@@ -43,6 +43,22 @@ def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimCl
     )
 
 
+BAR_WIDTH = 20
+
+
+def progress_line(view: JobView) -> str:
+    """One line per change: status, provider status, a bar when the provider reports progress."""
+    job = view.job
+    raw = f" [{job.provider}: {job.provider_status}]" if job.provider_status else ""
+    if job.progress is not None and job.status == "processing":
+        filled = round(job.progress / 100 * BAR_WIDTH)
+        raw += f" {'█' * filled}{'░' * (BAR_WIDTH - filled)} {job.progress:3d}%"
+    elif job.queue_position is not None and job.status == "processing":
+        raw += f" (place {job.queue_position} in the provider's queue)"
+    waiting = f" (waiting: {job.waiting_message})" if job.waiting_message else ""
+    return f"  {job.status}{raw}{waiting}"
+
+
 def animate(
     image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A PNG, JPEG or WebP.")],
     prompt: Annotated[str | None, typer.Option(help="What should move, and how.")] = None,
@@ -68,9 +84,7 @@ def animate(
 
             def show(v: JobView) -> None:
                 if not json_out:
-                    raw = f" [{v.job.provider}: {v.job.provider_status}]" if v.job.provider_status else ""
-                    waiting = f" (waiting: {v.job.waiting_message})" if v.job.waiting_message else ""
-                    typer.echo(f"  {v.job.status}{raw}{waiting}")
+                    typer.echo(progress_line(v))
 
             try:
                 view = client.wait(job.id, timeout=timeout, on_change=show)

@@ -106,6 +106,8 @@ def show(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut 
         "error_code",
         "error_message",
         "waiting_reason",
+        "progress",
+        "queue_position",
         "attempts",
         "next_attempt_at",
         "created_at",

@@ -135,6 +135,10 @@ class TaskStatus:
     error: str | None = None
     error_code: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: 0-100 when the provider says how far along the task is (Runway), else None
+    progress: int | None = None
+    #: the task's place in the provider's queue when it says (fal), else None
+    queue_position: int | None = None
 
 
 class Provider(Protocol):

@@ -181,7 +181,13 @@ class FalProvider:
         if state is TaskState.FAILED:
             return TaskStatus(state, raw, error="The provider could not make this video.", error_code="fal_failed")
         if state is not TaskState.COMPLETED:
-            return TaskStatus(state, raw, details={"queue_position": data.get("queue_position")})
+            position = data.get("queue_position")
+            return TaskStatus(
+                state,
+                raw,
+                details={"queue_position": position},
+                queue_position=position if isinstance(position, int) and position >= 0 else None,
+            )
         if data.get("error") or data.get("error_type"):
             return self._failed(raw, str(data.get("error") or ""), str(data.get("error_type") or ""))
         return await self._result(task_id, raw)

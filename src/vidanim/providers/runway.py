@@ -201,7 +201,9 @@ class RunwayProvider:
                 error=failure_message(code),
                 error_code="content_moderated" if "SAFETY" in str(code) else f"runway_{code or 'failed'}",
             )
-        return TaskStatus(state, raw, details={"progress": data.get("progress")})
+        fraction = data.get("progress")
+        progress = round(float(fraction) * 100) if isinstance(fraction, int | float) and 0 <= fraction <= 1 else None
+        return TaskStatus(state, raw, details={"progress": fraction}, progress=progress)
 
     async def cancel(self, task_id: str) -> None:
         with contextlib.suppress(PermanentProviderError):  # already gone

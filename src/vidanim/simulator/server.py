@@ -75,6 +75,16 @@ class Task:
     canceled: bool = False
     polls: int = 0
 
+    def progress(self, now: float) -> float:
+        """Runway's `progress` while running: the share of the run done, in steps of a tenth."""
+        done = (now - self.created - self.queue_seconds) / self.run_seconds if self.run_seconds else 1.0
+        return round(min(max(done, 0.0), 0.9), 1)
+
+    def queue_position(self, now: float) -> int:
+        """fal's `queue_position` while queued: counts down to 0 as the queue time passes."""
+        left = self.queue_seconds - (now - self.created)
+        return max(int(left / 0.25), 0)
+
     def phase(self, now: float) -> str:
         if self.canceled:
             return "canceled"
@@ -367,7 +377,9 @@ class Simulator:
                 if route == "fal.status":
                     task.polls += 1
                     if phase == "queued":
-                        return self._json(202, {"status": "IN_QUEUE", "queue_position": 0})
+                        return self._json(
+                            202, {"status": "IN_QUEUE", "queue_position": task.queue_position(time.monotonic())}
+                        )
                     if phase == "running":
                         return self._json(202, {"status": "IN_PROGRESS", "logs": []})
                     if phase == "succeed":
@@ -476,7 +488,9 @@ class Simulator:
                 if phase == "queued":
                     return self._json(200, {**created, "status": "PENDING"})
                 if phase == "running":
-                    return self._json(200, {**created, "status": "RUNNING", "progress": 0.5})
+                    return self._json(
+                        200, {**created, "status": "RUNNING", "progress": task.progress(time.monotonic())}
+                    )
                 if phase == "succeed":
                     return self._json(200, {**created, "status": "SUCCEEDED", "output": [sim._output_url(task)]})
                 if phase == "canceled":

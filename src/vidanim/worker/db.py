@@ -29,6 +29,7 @@ RENEW: LiteralString = "select * from public.renew_video_job_leases(%s, %s, %s)"
 RELEASE: LiteralString = "select public.release_video_jobs(%s, %s) as released"
 RETRY: LiteralString = "select * from public.schedule_video_job_retry(%s, %s, %s, %s, %s)"
 DEFER: LiteralString = "select * from public.defer_video_job(%s, %s, %s, %s)"
+PROGRESS: LiteralString = "select public.service_update_video_job_progress(%s, %s, %s, %s) as changed"
 BREAKERS: LiteralString = "select * from public.get_video_provider_breakers()"
 OPEN_BREAKER: LiteralString = "select * from public.open_video_provider_breaker(%s, %s, %s, %s)"
 BEGIN_PROBE: LiteralString = "select public.begin_video_provider_probe(%s, %s, %s) as probing"
@@ -148,6 +149,12 @@ class ServiceDatabase:
     ) -> Job:
         (row,) = await self._rows(RETRY, (job_id, worker_id, delay, error_code, error_message))
         return Job.from_row(row)
+
+    async def update_progress(
+        self, job_id: uuid.UUID, worker_id: str, progress: int | None, queue_position: int | None
+    ) -> bool:
+        (row,) = await self._rows(PROGRESS, (job_id, worker_id, progress, queue_position))
+        return bool(row["changed"])
 
     async def defer(self, job_id: uuid.UUID, worker_id: str, delay: float, reason: str) -> Job:
         (row,) = await self._rows(DEFER, (job_id, worker_id, delay, reason))

@@ -61,6 +61,8 @@ TIMED_OUT = "The video took too long to make and was stopped; the job was not ch
 PROVIDER_CANCELED = "The provider stopped working on this video."
 INPUT_MISSING = "The input image is no longer available; upload it again and make a new request."
 TOO_LARGE = "The video is larger than this service stores."
+# A job's progress is written at most this often.
+PROGRESS_INTERVAL_SECONDS = 1.0
 # The shortest wait of a job no provider can take now.
 WAIT_FLOOR_SECONDS = 1.0
 # Storage refusals that are the operator's to fix (the key) or ours (the type): jobs wait.
@@ -75,6 +77,14 @@ DELIVERY_ATTEMPTS = 4
 # Videos streamed at once per worker; more would only split the bandwidth (and see
 # MAX_IN_FLIGHT in providers/base.py for why requests wait on our semaphore).
 MAX_DOWNLOADS = 16
+
+
+@dataclass
+class ProgressState:
+    """What a job's progress was last written as, and when (monotonic seconds)."""
+
+    written: tuple[int | None, int | None] = (None, None)
+    at: float = float("-inf")
 
 
 class BudgetReached(Exception):
@@ -419,6 +429,7 @@ class JobPipeline:
         deadline = started + self.settings.job_deadline_seconds
         interval = provider.poll_interval
         failures = 0
+        progress_state = ProgressState()
         fields = self._fields(job, provider=provider.name, task_id=task_id)
         while True:
             if control.canceled.is_set():
@@ -447,6 +458,7 @@ class JobPipeline:
                 await self._give_up(job, [TransientProviderError(exc.message, code=exc.code)])
                 return
             failures = 0
+            await self._progress(job, status, progress_state)
             if status.raw_status != raw:
                 log_event(log, "status.mapped", **fields, raw=status.raw_status, mapped=status.state.value)
                 raw = status.raw_status
@@ -487,6 +499,18 @@ class JobPipeline:
             raise
         self.metrics.observe_call(provider.name, "status", "ok", time.monotonic() - started)
         return status
+
+    async def _progress(self, job: Job, status: TaskStatus, state: ProgressState) -> None:
+        """Record the provider's progress and queue position when they change, at most once a second."""
+        if status.state not in (TaskState.QUEUED, TaskState.PROCESSING):
+            return
+        value = (status.progress, status.queue_position)
+        now = time.monotonic()
+        if value == state.written or now - state.at < PROGRESS_INTERVAL_SECONDS:
+            return
+        state.written, state.at = value, now
+        with contextlib.suppress(Conflict):
+            await self.db.update_progress(job.id, self.worker_id, *value)
 
     async def _time_out(self, job: Job, provider: Provider, task_id: str) -> None:
         await self._cancel_task(job, provider, task_id)

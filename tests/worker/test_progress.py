@@ -1,0 +1,79 @@
+"""Progress a user can watch: Runway's progress and fal's queue position, written when they change, at most once a second."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.db.helpers import claim, raises_sqlstate, request_job, service, update_status
+from tests.support.seed import create_user, put_input_image
+from tests.worker.conftest import running
+from vidanim.client.client import JobView
+from vidanim.commands.animate import progress_line
+from vidanim.jobs import Job
+
+PROGRESS = "select public.service_update_video_job_progress(%s, %s, %s, %s) as changed"
+
+
+@pytest.mark.parametrize(("provider", "column"), [("runway", "progress"), ("fal", "queue_position")])
+async def test_the_providers_progress_reaches_the_job_as_it_moves_and_no_faster_than_once_a_second(
+    users, settings_for, sim, provider, column
+):
+    sim.queue_seconds, sim.run_seconds = (0.05, 2.5) if provider == "runway" else (2.5, 0.05)
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    seen: list[int] = []
+    async with running(settings_for(providers=provider)) as app:
+        writes = []
+        original = app.worker.pipeline.db.update_progress
+
+        async def counted(*args):
+            writes.append(args[2:])
+            return await original(*args)
+
+        app.worker.pipeline.db.update_progress = counted
+        runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
+        while not runner.done():
+            value = users.job(job["id"])[column]
+            if value is not None and (not seen or seen[-1] != value):
+                seen.append(value)
+            await asyncio.sleep(0.05)
+        await runner
+    assert users.job(job["id"])["status"] == "completed"
+    assert len(seen) >= 2, f"the user saw it move: {seen}"
+    assert seen == (sorted(seen) if column == "progress" else sorted(seen, reverse=True))
+    assert 2 <= len(writes) <= 4, f"at most one write a second over 2.5 s: {writes}"
+    assert len(users.timeline(job["id"])) <= 5, "progress does not grow the timeline"
+
+
+def test_progress_is_written_only_by_the_lease_holder_only_when_it_changes_and_in_bounds(conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user))
+    claim(conn, "w1")
+    update_status(conn, job["id"], "processing", provider="runway", provider_task_id="t", worker_id="w1")
+    assert service(conn, PROGRESS, (job["id"], "w1", 40, None))[0]["changed"] is True
+    assert service(conn, PROGRESS, (job["id"], "w1", 40, None))[0]["changed"] is False
+    assert service(conn, PROGRESS, (job["id"], "w2", 60, None))[0]["changed"] is False, "not the lease holder"
+    for bad in ((101, None), (-1, None), (None, -3)):
+        with raises_sqlstate("22023"):
+            service(conn, PROGRESS, (job["id"], "w1", *bad))
+    row = conn.execute("select progress, queue_position from public.video_jobs where id = %s", (job["id"],)).fetchone()
+    assert row == (40, None)
+
+
+def _view(**values) -> JobView:
+    base = {f: None for f in Job.__dataclass_fields__}
+    base.update(status="processing", provider="runway", provider_status="RUNNING", options={}, attempts=1)
+    base.update(values)
+    return JobView(Job(**base))
+
+
+def test_animate_wait_draws_a_bar_for_progress_and_names_the_queue_place():
+    assert progress_line(_view(progress=45)) == "  processing [runway: RUNNING] █████████░░░░░░░░░░░  45%"
+    assert progress_line(_view(provider="fal", provider_status="IN_QUEUE", queue_position=3)) == (
+        "  processing [fal: IN_QUEUE] (place 3 in the provider's queue)"
+    )
+    assert progress_line(_view(status="completed", provider_status="SUCCEEDED", progress=90)) == (
+        "  completed [runway: SUCCEEDED]"
+    )

@@ -82,14 +82,6 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
     class Handler(StorageRoutes):
         storage = api.storage
 
-        def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body, default=str).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
@@ -101,10 +93,10 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                     token, api.secret, algorithms=["HS256"], options={"verify_aud": False}
                 )
             except jwt.ExpiredSignatureError:
-                self._send(401, {"code": "PGRST303", "message": "JWT expired", "details": None, "hint": None})
+                self.send_json(401, {"code": "PGRST303", "message": "JWT expired", "details": None, "hint": None})
                 return None
             except jwt.PyJWTError:
-                self._send(
+                self.send_json(
                     401,
                     {"code": "PGRST301", "message": "No suitable key or wrong key type", "details": None, "hint": None},
                 )
@@ -112,7 +104,7 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
             return claims
 
         def _pg_error(self, exc: psycopg.Error, role: str) -> None:
-            self._send(
+            self.send_json(
                 http_status(exc.sqlstate, role),
                 {
                     "code": exc.sqlstate,
@@ -132,11 +124,11 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                 return None
             if path.startswith("/rest/v1/rpc/"):
                 return self._rpc(path.removeprefix("/rest/v1/rpc/"), json.loads(body or b"{}"), claims)
-            return self._send(404, {"message": "not found"})
+            return self.send_json(404, {"message": "not found"})
 
         def do_DELETE(self) -> None:
             if not self.storage_route("DELETE"):
-                self._send(404, {"message": "not found"})
+                self.send_json(404, {"message": "not found"})
 
         def do_GET(self) -> None:
             if self.storage_route("GET"):
@@ -147,7 +139,7 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                 return None
             table = url.path.removeprefix("/rest/v1/")
             if table not in TABLES:
-                return self._send(404, {"code": "42P01", "message": f"relation {table} does not exist"})
+                return self.send_json(404, {"code": "42P01", "message": f"relation {table} does not exist"})
             where, order, limit = [], sql.SQL(""), sql.SQL("")
             params: list[Any] = []
             for key, value in parse_qsl(url.query):
@@ -170,7 +162,7 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                 rows = api.run_as(claims, query + order + limit, params)
             except psycopg.Error as exc:
                 return self._pg_error(exc, claims.get("role", "anon"))
-            return self._send(200, rows)
+            return self.send_json(200, rows)
 
         def _rpc(self, function: str, args: dict[str, Any], claims: dict[str, Any]) -> None:
             with psycopg.connect(api.dsn) as conn:
@@ -179,7 +171,7 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                     (function,),
                 ).fetchone()
             if found is None:
-                return self._send(404, {"code": "PGRST202", "message": f"Could not find the function {function}"})
+                return self.send_json(404, {"code": "PGRST202", "message": f"Could not find the function {function}"})
             named = [sql.SQL("{} => %s").format(sql.Identifier(k)) for k in args]
             values = [Jsonb(v) if isinstance(v, dict | list) else v for v in args.values()]
             query = sql.SQL("select * from public.{}({})").format(sql.Identifier(function), sql.SQL(", ").join(named))
@@ -187,6 +179,6 @@ def _handler(api: FakeSupabaseApi) -> type[BaseHTTPRequestHandler]:
                 rows = api.run_as(claims, query, values)
             except psycopg.Error as exc:
                 return self._pg_error(exc, claims.get("role", "anon"))
-            return self._send(200, rows if found[0] else (rows[0] if rows else None))
+            return self.send_json(200, rows if found[0] else (rows[0] if rows else None))
 
     return Handler

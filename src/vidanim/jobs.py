@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +17,7 @@ WAITING_REASONS = {
     "budget_reached": "Today's video budget is used up; your video starts when it is renewed.",
     "provider_busy": "The video providers are busy; your video starts in a moment.",
     "providers_unavailable": "The video providers are not available right now; your video starts as soon as they are.",
+    "submission_uncertain": "The video provider did not confirm your request; we are checking before trying again.",
 }
 
 
@@ -50,10 +51,15 @@ class Job:
     progress: int | None = None
     #: the place in the provider's queue while it says
     queue_position: int | None = None
+    #: submissions that may have started a paid task, and those whose answer was lost
+    provider_submissions: int = 0
+    uncertain_submissions: int = 0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
-        values: dict[str, Any] = {f.name: row.get(f.name) for f in fields(cls)}
+        values: dict[str, Any] = {
+            f.name: row.get(f.name, None if f.default is MISSING else f.default) for f in fields(cls)
+        }
         return cls(**values)
 
     @property

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidanim.pricing import DEFAULT_PRICES_USD_PER_SECOND, UNKNOWN_MODEL_USD_PER_SECOND
+from vidanim.webhooks.fal import DEFAULT_JWKS_URLS
 
 
 def _default_worker_id() -> str:
@@ -90,9 +91,20 @@ class Settings(DatabaseSettings):
     # requests in flight per provider; more jobs than this wait their turn (see providers/base.py)
     provider_max_connections: int = Field(default=32, ge=1, le=1000)
 
-    # the worker's HTTP server (/metrics, /healthz, /readyz); off unless a port is set (0: any free port)
+    # the worker's HTTP server (/metrics, /healthz, /readyz, /webhooks/fal/{job}); off unless a port is set
+    # (0: any free port)
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # where fal reaches that server from the internet (e.g. https://hooks.example.com): when set, each
+    # fal submission asks for a webhook at {this}/webhooks/fal/{job id} and polling slows to the fallback
+    webhook_public_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    # fal's public keys (comma-separated URLs, every key of every set is tried)
+    fal_webhook_jwks_urls: str = ",".join(DEFAULT_JWKS_URLS)
+    # with webhooks on, a fal task is still polled this often, so a lost webhook delays a job, never strands it
+    fal_webhook_poll_seconds: float = Field(default=30.0, gt=0)
+    # a job whose submission lost its answer waits this long for the provider to name the task (with
+    # webhooks) before it is submitted once more (at most once per job)
+    uncertain_submission_wait_seconds: float = Field(default=300.0, ge=0, le=86400)
 
     # storage
     storage_backend: Literal["local", "supabase"] = "local"
@@ -114,3 +126,12 @@ class Settings(DatabaseSettings):
 
     def provider_order(self) -> list[str]:
         return self.providers.split(",")
+
+    def jwks_urls(self) -> list[str]:
+        return [u.strip() for u in self.fal_webhook_jwks_urls.split(",") if u.strip()]
+
+    def fal_webhook_url(self, job_id: object) -> str | None:
+        """Where fal delivers a job's result; None when webhooks are off."""
+        if not self.webhook_public_url:
+            return None
+        return f"{self.webhook_public_url.rstrip('/')}/webhooks/fal/{job_id}"

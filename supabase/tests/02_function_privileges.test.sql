@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(85);
+select plan(97);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -48,7 +48,11 @@ insert into service_functions values
   ('get_video_daily_budget', array[]::text[]),
   ('acquire_video_provider_slot', array['uuid', 'text', 'text']),
   ('set_video_provider_limit', array['text', 'integer']),
-  ('service_update_video_job_progress', array['uuid', 'text', 'integer', 'integer']);
+  ('service_update_video_job_progress', array['uuid', 'text', 'integer', 'integer']),
+  ('record_video_job_submission', array['uuid', 'text', 'text', 'text', 'text']),
+  ('record_uncertain_video_job_submission', array['uuid', 'text', 'text', 'double precision']),
+  ('record_video_provider_delivery', array['uuid', 'text', 'text', 'text', 'jsonb']),
+  ('get_video_provider_delivery', array['uuid']);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;
@@ -69,7 +73,8 @@ select is_empty(
                              'claim_video_jobs', 'renew_video_job_leases', 'release_video_jobs',
                              'schedule_video_job_retry', 'service_update_video_job_status', 'service_update_video_job_progress',
                              'reset_video_quota', 'set_video_quota_limits', 'set_video_quota_defaults',
-                             'expire_video_outputs', 'restore_video_output', 'defer_video_job')
+                             'expire_video_outputs', 'restore_video_output', 'defer_video_job',
+                             'record_video_job_submission', 'record_uncertain_video_job_submission')
        and (has_function_privilege('anon', p.oid, 'execute')
             or has_function_privilege('authenticated', p.oid, 'execute'))$$,
   'no other vidanim function in public is executable by anon or authenticated'

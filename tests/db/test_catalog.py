@@ -38,6 +38,10 @@ SERVICE_API = {
     "acquire_video_provider_slot",
     "set_video_provider_limit",
     "service_update_video_job_progress",
+    "record_video_job_submission",
+    "record_uncertain_video_job_submission",
+    "record_video_provider_delivery",
+    "get_video_provider_delivery",
 }
 
 FUNCTIONS = """

@@ -2,7 +2,10 @@
 
 ProviderError
  ├── TransientProviderError   retry later (timeouts, connection errors, 408/409/
- │                            429/5xx, X-Fal-Retryable: true); carries Retry-After
+ │   │                        429/5xx, X-Fal-Retryable: true); carries Retry-After
+ │   └── SubmissionUncertain  a submission went out and its answer was lost (a read
+ │                            timeout, a reset): the provider may run a paid task
+ │                            nobody holds, so it is not simply repeated
  ├── PermanentProviderError   do not retry (other 4xx, moderation, a failed task);
  │   │                        carries a message a user can read
  │   └── InputRefused         the provider refused the input image itself (fal 422
@@ -73,6 +76,10 @@ class TransientProviderError(ProviderError):
     ):
         super().__init__(message, code=code, status_code=status_code)
         self.retry_after = retry_after
+
+
+class SubmissionUncertain(TransientProviderError):
+    """The submission was sent and its answer lost: a paid task may have started."""
 
 
 class PermanentProviderError(ProviderError):
@@ -148,8 +155,18 @@ class Provider(Protocol):
     #: seconds between polls, as the provider recommends
     poll_interval: float
 
-    async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
-        """Start a task. Raises TransientProviderError or PermanentProviderError."""
+    async def submit(
+        self, image_url: str, prompt: str | None, options: dict[str, Any], *, webhook_url: str | None = None
+    ) -> Submission:
+        """Start a task (asking for a webhook at `webhook_url` where the provider has them).
+
+        Raises TransientProviderError (SubmissionUncertain when the answer was lost),
+        PermanentProviderError or OperatorFault.
+        """
+        ...
+
+    def from_delivery(self, body: dict[str, Any]) -> TaskStatus | None:
+        """A finished task's status from a verified webhook body; None: poll for it instead."""
         ...
 
     async def status(self, task_id: str) -> TaskStatus:
@@ -187,9 +204,20 @@ def parse_retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def classify_transport_error(provider: str, exc: httpx.TransportError) -> TransientProviderError:
-    """Timeouts and connection failures are transient."""
+# Failures after the whole request went out: the provider may have acted on it.
+ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+def classify_transport_error(
+    provider: str, exc: httpx.TransportError, *, submit: bool = False
+) -> TransientProviderError:
+    """Timeouts and connection failures are transient; a submission's lost answer is uncertain."""
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+    if submit and isinstance(exc, ANSWER_LOST):
+        return SubmissionUncertain(
+            f"{provider} received the submission but its answer was lost ({type(exc).__name__})",
+            code=f"{provider}_answer_lost",
+        )
     return TransientProviderError(f"{provider} {kind}", code=f"{provider}_unreachable")
 
 
@@ -238,12 +266,13 @@ class ProviderHttp:
         )
         self._slots = asyncio.Semaphore(max_connections)
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def request(self, method: str, url: str, *, submit: bool = False, **kwargs: Any) -> httpx.Response:
+        """One request; `submit` marks a request that starts a paid task (its lost answer is uncertain)."""
         try:
             async with self._slots:
                 response = await self.client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            raise classify_transport_error(self.provider, exc) from exc
+            raise classify_transport_error(self.provider, exc, submit=submit) from exc
         if error := self.classify(response):
             raise error
         return response

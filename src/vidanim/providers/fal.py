@@ -157,13 +157,19 @@ class FalProvider:
         owner_app = "/".join(self.model.split("/")[:2])
         return f"{self.base_url}/{owner_app}/requests"
 
-    async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
+    async def submit(
+        self, image_url: str, prompt: str | None, options: dict[str, Any], *, webhook_url: str | None = None
+    ) -> Submission:
         body: dict[str, Any] = {"image_url": image_url, **{k: v for k, v in options.items() if k in FORWARDED_OPTIONS}}
         if "duration" in body:
             body["duration"] = str(body["duration"])  # fal's Kling takes "5" or "10"
         if prompt:
             body["prompt"] = prompt
-        response = await self._http.request("POST", f"{self.base_url}/{self.model}", json=body)
+        # fal POSTs the result to `fal_webhook` when the request finishes (signed; see webhooks/fal.py)
+        params = {"fal_webhook": webhook_url} if webhook_url else None
+        response = await self._http.request(
+            "POST", f"{self.base_url}/{self.model}", submit=True, json=body, params=params
+        )
         data = response.json()
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not request_id:
@@ -208,13 +214,22 @@ class FalProvider:
             error_code=f"fal_{error_type or 'failed'}",
         )
 
-    async def _result(self, task_id: str, raw: str) -> TaskStatus:
-        try:
-            response = await self._http.request("GET", f"{self._app_base()}/{task_id}")
-        except PermanentProviderError as exc:
-            # The result endpoint answering with an error means the request failed.
-            return self._failed(raw, exc.message, exc.code)
-        data = response.json()
+    def from_delivery(self, body: dict[str, Any]) -> TaskStatus | None:
+        """A finished request from fal's webhook body: {"status": "OK", "payload": {"video": ...}}
+        or {"status": "ERROR", "error": ..., "payload": ...}. None when the body carries no result
+        (`payload_error`: fal could not serialize it), so the result is fetched instead."""
+        raw = "COMPLETED"
+        if body.get("status") == "ERROR":
+            payload = body.get("payload")
+            detail = str(payload.get("detail", "")) if isinstance(payload, dict) else ""
+            return self._failed(raw, f"{body.get('error') or ''} {detail}", str(body.get("error_type") or ""))
+        payload = body.get("payload")
+        if not isinstance(payload, dict):
+            return None
+        return self._video_status(payload, raw)
+
+    def _video_status(self, data: Any, raw: str) -> TaskStatus:
+        """The status a finished request's output (result or webhook payload) means."""
         video = data.get("video") if isinstance(data, dict) else None
         if not isinstance(video, dict):
             video = {}
@@ -229,6 +244,14 @@ class FalProvider:
             output_url=url,
             details={"content_type": video.get("content_type"), "file_size": video.get("file_size")},
         )
+
+    async def _result(self, task_id: str, raw: str) -> TaskStatus:
+        try:
+            response = await self._http.request("GET", f"{self._app_base()}/{task_id}")
+        except PermanentProviderError as exc:
+            # The result endpoint answering with an error means the request failed.
+            return self._failed(raw, exc.message, exc.code)
+        return self._video_status(response.json(), raw)
 
     async def check_credentials(self) -> str:
         """An authenticated call that costs nothing; raises OperatorFault for a refused key.

@@ -146,7 +146,10 @@ class RunwayProvider:
             max_connections=max_connections,
         )
 
-    async def submit(self, image_url: str, prompt: str | None, options: dict[str, Any]) -> Submission:
+    async def submit(
+        self, image_url: str, prompt: str | None, options: dict[str, Any], *, webhook_url: str | None = None
+    ) -> Submission:
+        """Start a task; Runway has no webhooks, so `webhook_url` is not sent."""
         body: dict[str, Any] = {
             "model": self.model,
             "promptImage": image_url,
@@ -158,7 +161,7 @@ class RunwayProvider:
             body["duration"] = int(body["duration"])  # Runway takes an integer
         if prompt:
             body["promptText"] = prompt[:1000]
-        response = await self._http.request("POST", "/v1/image_to_video", json=body)
+        response = await self._http.request("POST", "/v1/image_to_video", submit=True, json=body)
         task_id = response.json().get("id")
         if not isinstance(task_id, str) or not task_id:
             raise TransientProviderError("runway accepted the task without an id", code="runway_bad_response")
@@ -204,6 +207,10 @@ class RunwayProvider:
         fraction = data.get("progress")
         progress = round(float(fraction) * 100) if isinstance(fraction, int | float) and 0 <= fraction <= 1 else None
         return TaskStatus(state, raw, details={"progress": fraction}, progress=progress)
+
+    def from_delivery(self, body: dict[str, Any]) -> TaskStatus | None:
+        """Runway sends no webhooks: its tasks are polled."""
+        return None
 
     async def cancel(self, task_id: str) -> None:
         with contextlib.suppress(PermanentProviderError):  # already gone

@@ -12,9 +12,16 @@ Routes (as fal's and Runway's API documentation give them):
              GET  /v1/organization                        {"creditBalance", "tier": {...}}
     files    GET  /files/{task}.mp4?expires=..&sig=..     the output video (403 once expired)
 
-Faults are injected per route (`fail_next`, `hang_next`), per task (`outcome_next`:
-fail, moderate) and per output URL (`expire_urls_next`); `latency` delays every
-answer. Counters record every submission and cancel.
+    fal      GET  /.well-known/jwks.json                  the key set its webhooks are signed with
+
+A fal submission with `?fal_webhook=<url>` gets its result POSTed there, signed, when
+the task finishes (simulator/webhooks.py: retries and delivery faults).
+
+Faults are injected per route (`fail_next`, `hang_next`, `drop_reply_next`: the task
+is created and paid, its answer never sent), per task (`outcome_next`: fail,
+moderate), per output URL (`expire_urls_next`) and per webhook
+(`webhooks.fault_next`); `latency` delays every answer. Counters record every
+submission and cancel.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from vidanim.simulator.http import QuietThreadingHTTPServer
 from vidanim.simulator.media import mp4_chunks
+from vidanim.simulator.webhooks import WebhookDispatcher
 
 ROUTES = (
     "fal.submit",
@@ -51,6 +59,8 @@ ROUTES = (
 FAL_REQUEST = re.compile(r"^/(?P<app>[^/]+/[^/]+)/requests/(?P<id>[^/]+)(?P<rest>/status|/cancel)?$")
 RUNWAY_TASK = re.compile(r"^/v1/tasks/(?P<id>[^/]+)$")
 FILE = re.compile(r"^/files/(?P<id>[^/]+)\.mp4$")
+JWKS_PATH = "/.well-known/jwks.json"
+WEBHOOK_JOB = re.compile(r"/webhooks/fal/(?P<job>[0-9a-f-]{36})$")
 URL_LIFETIME = 3600.0
 
 
@@ -74,6 +84,14 @@ class Task:
     outcome: str = "succeed"  # succeed | fail | moderate
     canceled: bool = False
     polls: int = 0
+    #: where fal delivers the result (the submission's `fal_webhook`)
+    webhook_url: str | None = None
+
+    @property
+    def job_id(self) -> str | None:
+        """The job a webhook URL names (vidanim's URLs end in /webhooks/fal/{job id})."""
+        match = WEBHOOK_JOB.search(self.webhook_url or "")
+        return match["job"] if match else None
 
     def progress(self, now: float) -> float:
         """Runway's `progress` while running: the share of the run done, in steps of a tenth."""
@@ -125,6 +143,9 @@ class Simulator:
         self._faults: dict[str, deque[Fault]] = {r: deque() for r in ROUTES}
         self._outcomes: dict[str, deque[str]] = {"fal": deque(), "runway": deque()}
         self._expire_urls = 0
+        self._drop_replies: Counter[str] = Counter()
+        #: fal's webhook deliveries: signing, retries, faults
+        self.webhooks = WebhookDispatcher()
         self._signing_key = secrets.token_bytes(32)
         self._videos: dict[str, bytes] = {}
         self.tasks: dict[str, Task] = {}
@@ -152,7 +173,12 @@ class Simulator:
         self._thread.start()
         return self
 
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.base_url}{JWKS_PATH}"
+
     def stop(self) -> None:
+        self.webhooks.stop()
         self._server.shutdown()
         self._server.server_close()
 
@@ -192,6 +218,18 @@ class Simulator:
         with self._lock:
             self._faults[route].extend(Fault(status=0, hang=seconds) for _ in range(count))
 
+    def drop_reply_next(self, route: str, count: int = 1) -> None:
+        """The next `count` submissions on `route` start their (paid) task, then lose the answer:
+        the connection closes without a response."""
+        assert route in ("fal.submit", "runway.submit"), route
+        with self._lock:
+            self._drop_replies[route] += count
+
+    def paid_tasks_for(self, job_id: object) -> list[Task]:
+        """fal tasks started for a job (known by the job id in their webhook URL)."""
+        with self._lock:
+            return [t for t in self.tasks.values() if t.job_id == str(job_id)]
+
     def outcome_next(self, provider: str, outcome: str, count: int = 1) -> None:
         """The next `count` tasks of `provider` end `fail` or `moderate` instead of succeeding."""
         assert outcome in ("succeed", "fail", "moderate"), outcome
@@ -213,15 +251,52 @@ class Simulator:
             self.requests[route] += 1
             return self._faults[route].popleft() if self._faults[route] else None
 
-    def _new_task(self, provider: str, app: str, body: dict[str, Any]) -> Task:
+    def _new_task(self, provider: str, app: str, body: dict[str, Any], webhook_url: str | None = None) -> Task:
         with self._lock:
             outcome = self._outcomes[provider].popleft() if self._outcomes[provider] else "succeed"
             task = Task(
                 provider, str(uuid.uuid4()), app, body, time.monotonic(), self.queue_seconds, self.run_seconds, outcome
             )
+            task.webhook_url = webhook_url
             self.tasks[task.id] = task
             self.submissions.append((provider, task.id, body))
-            return task
+        if webhook_url:
+            self.webhooks.schedule(
+                task.id,
+                webhook_url,
+                lambda: self._webhook_body(task),
+                task.created + task.queue_seconds + task.run_seconds,
+            )
+        return task
+
+    def _take_drop_reply(self, route: str) -> bool:
+        with self._lock:
+            if self._drop_replies[route] > 0:
+                self._drop_replies[route] -= 1
+                return True
+            return False
+
+    def _webhook_body(self, task: Task) -> dict[str, Any]:
+        """What fal POSTs when a request finishes (docs.fal.ai, model-endpoints/webhooks)."""
+        head = {"request_id": task.id, "gateway_request_id": task.id}
+        phase = task.phase(time.monotonic())
+        if phase == "succeed":
+            size = len(self._video(task)) if self.video_factory else self.output_size  # type: ignore[arg-type]
+            video = {
+                "url": self._output_url(task),
+                "content_type": "video/mp4",
+                "file_name": "output.mp4",
+                "file_size": size,
+            }
+            return {**head, "status": "OK", "payload": {"video": video}}
+        if phase == "moderate":
+            detail = [
+                {"loc": ["body", "image_url"], "msg": "content policy violation", "type": "content_policy_violation"}
+            ]
+            return {**head, "status": "ERROR", "error": "Invalid status code: 422", "payload": {"detail": detail}}
+        if phase == "canceled":
+            return {**head, "status": "ERROR", "error": "Request was cancelled", "payload": None}
+        return {**head, "status": "ERROR", "error": "Invalid status code: 500", "payload": {"detail": "Runner failed"}}
 
     def _output_url(self, task: Task) -> str:
         with self._lock:
@@ -298,11 +373,13 @@ class Simulator:
             def _route(self, method: str) -> None:
                 url = urlsplit(self.path)
                 path = url.path
+                if path == JWKS_PATH and method == "GET":
+                    return self._json(200, sim.webhooks.jwks())
                 if path.startswith("/files/"):
                     return self._file(path, parse_qs(url.query)) if method == "GET" else self._json(405, None)
                 if path.startswith("/v1/"):
                     return self._runway(method, path)
-                return self._fal(method, path)
+                return self._fal(method, path, parse_qs(url.query))
 
             def do_GET(self) -> None:
                 self._route("GET")
@@ -317,7 +394,7 @@ class Simulator:
                 self._route("DELETE")
 
             # fal
-            def _fal(self, method: str, path: str) -> None:
+            def _fal(self, method: str, path: str, query: dict[str, list[str]]) -> None:
                 match = FAL_REQUEST.match(path)
                 route = (
                     "fal.status"
@@ -348,7 +425,11 @@ class Simulator:
                             },
                         )
                     app = "/".join(path.strip("/").split("/")[:2])
-                    task = sim._new_task("fal", app, body)
+                    hooks = query.get("fal_webhook") or []
+                    task = sim._new_task("fal", app, body, hooks[0] if hooks else None)
+                    if sim._take_drop_reply("fal.submit"):
+                        self.close_connection = True
+                        return None
                     base = f"{sim.base_url}/{app}/requests/{task.id}"
                     return self._json(
                         200,
@@ -471,6 +552,9 @@ class Simulator:
                     if not body.get("promptImage") or not body.get("model"):
                         return self._json(400, {"error": "promptImage and model are required"})
                     task = sim._new_task("runway", "runway", body)
+                    if sim._take_drop_reply("runway.submit"):
+                        self.close_connection = True
+                        return None
                     return self._json(200, {"id": task.id})
                 assert match is not None
                 found = sim.tasks.get(match["id"])

@@ -18,8 +18,9 @@ from vidanim.settings import Settings
 from vidanim.storage.base import Storage
 from vidanim.storage.local import LocalStorage
 from vidanim.storage.supabase import SupabaseStorage
+from vidanim.webhooks.fal import FalWebhookVerifier, JwksKeys
 from vidanim.worker.db import ServiceDatabase, open_pool
-from vidanim.worker.http import HttpServer, build_app
+from vidanim.worker.http import FalWebhooks, HttpServer, build_app
 from vidanim.worker.metrics import WorkerMetrics
 from vidanim.worker.pipeline import JobPipeline
 from vidanim.worker.runner import Worker
@@ -105,6 +106,11 @@ async def assembled(
     pool = open_pool(settings.require_database_url(), size=settings.worker_db_pool_size)
     await pool.open(wait=True, timeout=30)
     own_storage = storage is None
+    if settings.webhook_public_url and settings.http_port is None:
+        raise ConfigurationError(
+            "VIDANIM_WEBHOOK_PUBLIC_URL needs the worker's HTTP server: set VIDANIM_HTTP_PORT"
+            " (and route the public URL to it)"
+        )
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(120.0, connect=10.0),
         follow_redirects=True,
@@ -115,12 +121,21 @@ async def assembled(
         db = ServiceDatabase(pool)
         metrics = WorkerMetrics([p for p in settings.provider_order() if p in providers])
         pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http, metrics=metrics)
+        worker = Worker(settings=settings, db=db, pipeline=pipeline)
+        hooks = None
+        if settings.webhook_public_url:
+            keys = JwksKeys(settings.jwks_urls(), http)
+            hooks = FalWebhooks(
+                FalWebhookVerifier(keys),
+                worker.delivered,
+                lambda rid, job: pipeline.cancel_orphan("fal", rid, str(job)),
+            )
         if settings.http_port is not None:
-            server = HttpServer(build_app(db, metrics), settings.http_host, settings.http_port)
+            server = HttpServer(build_app(db, metrics, hooks), settings.http_host, settings.http_port)
             http_url = await server.start()
         else:
             http_url = None
-        yield WorkerApp(Worker(settings=settings, db=db, pipeline=pipeline), store, providers, pool, metrics, http_url)
+        yield WorkerApp(worker, store, providers, pool, metrics, http_url)
     finally:
         if "server" in locals():
             await server.stop()

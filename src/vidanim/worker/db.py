@@ -17,6 +17,7 @@ from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from vidanim.errors import VidanimError, from_sqlstate
@@ -41,6 +42,10 @@ SPEND: LiteralString = "select * from public.get_video_spend(%s)"
 DAILY_BUDGET: LiteralString = "select public.get_video_daily_budget() as cap"
 RESERVE_SPEND: LiteralString = "select * from public.reserve_video_spend(%s, %s, %s, %s)"
 RELEASE_SPEND: LiteralString = "select public.release_video_spend(%s, %s, %s)"
+RECORD_SUBMISSION: LiteralString = "select public.record_video_job_submission(%s, %s, %s, %s, %s) as recorded"
+RECORD_UNCERTAIN: LiteralString = "select * from public.record_uncertain_video_job_submission(%s, %s, %s, %s)"
+RECORD_DELIVERY: LiteralString = "select public.record_video_provider_delivery(%s, %s, %s, %s, %s) as outcome"
+DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
 UPDATE_STATUS: LiteralString = """
@@ -159,6 +164,30 @@ class ServiceDatabase:
     async def defer(self, job_id: uuid.UUID, worker_id: str, delay: float, reason: str) -> Job:
         (row,) = await self._rows(DEFER, (job_id, worker_id, delay, reason))
         return Job.from_row(row)
+
+    async def record_submission(
+        self, job_id: uuid.UUID, worker_id: str, provider: str, task_id: str, raw_status: str
+    ) -> bool:
+        """Count an accepted submission; True when its task is now the job's (else cancel it)."""
+        (row,) = await self._rows(RECORD_SUBMISSION, (job_id, worker_id, provider, task_id, raw_status))
+        return bool(row["recorded"])
+
+    async def record_uncertain(self, job_id: uuid.UUID, worker_id: str, provider: str, wait: float) -> Job:
+        """Count a submission whose answer was lost; the job waits `wait` seconds for its task to be named."""
+        (row,) = await self._rows(RECORD_UNCERTAIN, (job_id, worker_id, provider, wait))
+        return Job.from_row(row)
+
+    async def record_delivery(
+        self, job_id: uuid.UUID, provider: str, request_id: str, status: str, body: dict[str, Any]
+    ) -> str:
+        """Record a verified webhook delivery; its outcome (see migration 0031)."""
+        (row,) = await self._rows(RECORD_DELIVERY, (job_id, provider, request_id, status, Jsonb(body)))
+        return str(row["outcome"])
+
+    async def delivery(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        """The recorded delivery for the task the job holds now, if one arrived."""
+        rows = await self._rows(DELIVERY, (job_id,))
+        return rows[0] if rows else None
 
     async def breakers(self) -> dict[str, Breaker]:
         rows = await self._rows(BREAKERS, ())

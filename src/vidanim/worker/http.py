@@ -1,7 +1,14 @@
-"""The worker's HTTP server: `/metrics` (Prometheus), `/healthz` (liveness), `/readyz` (readiness).
+"""The worker's HTTP server: `/metrics` (Prometheus), `/healthz` (liveness), `/readyz` (readiness),
+and `POST /webhooks/fal/{job_id}` (fal's signed deliveries, when webhooks are on).
 
 Served by uvicorn (Starlette) inside the worker process when VIDANIM_HTTP_PORT is
-set. `/healthz` answers 200 while the process serves at all. `/readyz` answers 200
+set. A webhook delivery is verified (401: unsigned, badly signed or stale; 400: not
+fal's shape; 413: larger than any result), recorded in the database in one call, and
+answered 200 with its outcome only after that commit; a database error answers 503
+so fal delivers again. The job's worker, in this process or another, is woken by
+the record (NOTIFY vidanim_deliveries) and does the rest under its lease.
+
+`/healthz` answers 200 while the process serves at all. `/readyz` answers 200
 when the database answers and at least one configured provider's breaker is not
 open, else 503 with the reasons: a load balancer or an orchestrator stops sending
 work to a worker that could only make jobs wait.
@@ -11,7 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -21,13 +33,108 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vidanim.logs import log_event
+from vidanim.webhooks.fal import MAX_BODY_BYTES, FalWebhookVerifier, WebhookRefused
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.metrics import WorkerMetrics
+
+log = logging.getLogger("vidanim.worker")
 
 READY_TIMEOUT_SECONDS = 2.0
 
 
-def build_app(db: ServiceDatabase, metrics: WorkerMetrics) -> Starlette:
+@dataclass
+class FalWebhooks:
+    """What the webhook route needs besides the database."""
+
+    verifier: FalWebhookVerifier
+    #: a delivery was recorded for a running job: wake it, if this process runs it
+    on_recorded: Callable[[uuid.UUID], None]
+    #: a delivery named a request no job holds: cancel it at fal
+    on_orphan: Callable[[str, uuid.UUID], Coroutine[Any, Any, None]]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body (the signature covers these bytes), refused past `limit` without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def webhook_route(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhooks) -> Route:
+    background: set[asyncio.Task[None]] = set()
+
+    async def fal_webhook(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            job_id = uuid.UUID(request.path_params["job_id"])
+        except ValueError:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+            delivery = await hooks.verifier.verify(request.headers, body)
+        except BodyTooLarge:
+            metrics.observe_webhook("fal", "refused_413", time.perf_counter() - started)
+            return JSONResponse({"error": "the body is larger than a result"}, status_code=413)
+        except WebhookRefused as exc:
+            metrics.observe_webhook("fal", f"refused_{exc.status}", time.perf_counter() - started)
+            log_event(
+                log,
+                "webhook.refused",
+                logging.WARNING,
+                provider="fal",
+                job_id=str(job_id),
+                status=exc.status,
+                reason=exc.reason,
+            )
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        try:
+            outcome = await db.record_delivery(job_id, "fal", delivery.request_id, delivery.status, delivery.body)
+        except Exception as exc:  # not recorded: fal must deliver again
+            metrics.observe_webhook("fal", "error", time.perf_counter() - started)
+            log_event(
+                log,
+                "webhook.unrecorded",
+                logging.ERROR,
+                provider="fal",
+                job_id=str(job_id),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return JSONResponse({"error": "not recorded; deliver again"}, status_code=503)
+        if outcome == "recorded":
+            hooks.on_recorded(job_id)
+        elif outcome == "orphan":
+            task = asyncio.create_task(hooks.on_orphan(delivery.request_id, job_id))
+            background.add(task)
+            task.add_done_callback(background.discard)
+        level = logging.WARNING if outcome in ("orphan", "unknown_job") else logging.INFO
+        log_event(
+            log,
+            "webhook.received",
+            level,
+            provider="fal",
+            job_id=str(job_id),
+            task_id=delivery.request_id,
+            status=delivery.status,
+            outcome=outcome,
+        )
+        metrics.observe_webhook("fal", outcome, time.perf_counter() - started)
+        return JSONResponse({"outcome": outcome})
+
+    return Route("/webhooks/fal/{job_id}", fal_webhook, methods=["POST"])
+
+
+def build_app(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhooks | None = None) -> Starlette:
     async def scrape(request: Request) -> Response:
         await metrics.refresh(db)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -49,9 +156,10 @@ def build_app(db: ServiceDatabase, metrics: WorkerMetrics) -> Starlette:
         body: dict[str, Any] = {"ready": not problems, "providers": usable, "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    return Starlette(
-        routes=[Route("/metrics", scrape), Route("/healthz", healthz), Route("/readyz", readyz)],
-    )
+    routes = [Route("/metrics", scrape), Route("/healthz", healthz), Route("/readyz", readyz)]
+    if hooks is not None:
+        routes.append(webhook_route(db, metrics, hooks))
+    return Starlette(routes=routes)
 
 
 class HttpServer:

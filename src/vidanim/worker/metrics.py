@@ -74,9 +74,27 @@ class WorkerMetrics:
             "vidanim_spend_committed_usd", "Today's committed spend (UTC), by provider.", ["provider"], registry=r
         )
         self.cap = Gauge("vidanim_spend_cap_usd", "The daily spend cap (NaN: none).", registry=r)
+        self.webhooks = Counter(
+            "vidanim_webhook_deliveries_total",
+            "Webhook deliveries this worker's endpoint answered, by provider and outcome "
+            "(recorded, duplicate, ended, adopted, orphan, unknown_job; refused_401, refused_400, error).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "vidanim_webhook_seconds",
+            "Time to verify, record and answer a webhook delivery.",
+            ["provider"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
 
     def observe_call(self, provider: str, call: str, outcome: str, seconds: float) -> None:
         self.provider_seconds.labels(provider, call, outcome).observe(seconds)
+
+    def observe_webhook(self, provider: str, outcome: str, seconds: float) -> None:
+        self.webhooks.labels(provider, outcome).inc()
+        self.webhook_seconds.labels(provider).observe(seconds)
 
     def observe_end(self, provider: str | None, status: str, error_code: str | None, submissions: int) -> None:
         self.outcomes.labels(provider or "none", status, error_code or "").inc()

@@ -33,6 +33,7 @@ from vidanim.providers.base import (
     Provider,
     ProviderError,
     Submission,
+    SubmissionUncertain,
     TaskState,
     TaskStatus,
     TransientProviderError,
@@ -71,6 +72,8 @@ OPERATOR_STORAGE_FAULTS = (401, 403, 415)
 USER_FAULT_CODES = ("content_moderated", "input_refused")
 # Bytes of the input image read to learn its size in pixels after a provider refused it.
 IMAGE_HEAD_BYTES = 64 * 1024
+# Submissions a job may send after one whose answer was lost: one more, then no other.
+MAX_UNCERTAIN_SUBMISSIONS = 2
 # Polls slow down by this factor up to twice the provider's cadence.
 POLL_GROWTH = 1.25
 DELIVERY_ATTEMPTS = 4
@@ -102,15 +105,19 @@ class JobControl:
     canceled: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: a webhook delivery for the job's task was recorded (set by the worker's listener)
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def interrupted(self) -> bool:
         return self.canceled.is_set() or self.lost.is_set() or self.stopping.is_set()
 
-    async def wait(self, seconds: float) -> None:
-        """Sleep, waking early if the job is canceled, its lease lost, or the worker stops."""
-        if self.interrupted() or seconds <= 0:
+    async def wait(self, seconds: float, *, delivery: bool = False) -> None:
+        """Sleep, waking early if the job is canceled, its lease lost, or the worker stops
+        (and, with `delivery`, when a webhook delivery for it arrives)."""
+        events = (self.canceled, self.lost, self.stopping) + ((self.delivered,) if delivery else ())
+        if self.interrupted() or seconds <= 0 or (delivery and self.delivered.is_set()):
             return
-        waiters = [asyncio.ensure_future(e.wait()) for e in (self.canceled, self.lost, self.stopping)]
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -144,7 +151,8 @@ class JobPipeline:
 
     async def run(self, job: Job, control: JobControl) -> None:
         log_event(log, "job.leased", **self._fields(job, status=job.status, attempts=job.attempts))
-        if job.status == "queued":
+        fresh = job.status == "queued"
+        if fresh:
             submission = await self._submit(job, control)
             if submission is None:
                 return
@@ -155,10 +163,12 @@ class JobPipeline:
                 return
             provider, task_id, raw = self.providers[job.provider], job.provider_task_id, job.provider_status or ""
             log_event(log, "job.resumed", **self._fields(job, provider=provider.name, task_id=task_id))
-        await self._follow(job, provider, task_id, raw, control)
+        await self._follow(job, provider, task_id, raw, control, fresh=fresh)
 
     # submission -------------------------------------------------------------------
     async def _submit(self, job: Job, control: JobControl) -> Submission | None:
+        if job.provider_status == "submission_uncertain" and not await self._may_submit_again(job):
+            return None
         try:
             image = await self.storage.sign(INPUT_BUCKET, job.input_image_path, self.settings.input_url_expiry_seconds)
         except StorageError as exc:
@@ -185,6 +195,10 @@ class JobPipeline:
                     submission = await self._paid_submit(job, name, provider, image.url)
                 except BudgetReached:
                     await self._wait_for_budget(job)
+                    return None
+                except SubmissionUncertain as exc:
+                    # Perhaps a paid task runs now: never send the same job again at once.
+                    await self._uncertain(job, name, exc)
                     return None
                 except ProviderBusy:
                     busy.append(name)
@@ -249,6 +263,62 @@ class JobPipeline:
         await self._give_up(job, errors)
         return None
 
+    # submissions whose answer was lost ---------------------------------------------------
+    def _webhook_url(self, job: Job, provider: str) -> str | None:
+        return self.settings.fal_webhook_url(job.id) if provider == "fal" else None
+
+    def _webhooks(self, provider: Provider) -> bool:
+        """Whether the provider's tasks report by webhook (fal, with a public URL set)."""
+        return provider.name == "fal" and self.settings.webhook_public_url is not None
+
+    async def _uncertain(self, job: Job, provider: str, exc: SubmissionUncertain) -> None:
+        """Count it and let the job wait: for the task's webhook (adoption), then one more try.
+
+        With webhooks the wait is long enough for the provider to finish the task it may
+        run; without them nothing can name that task, so the job waits a retry's backoff.
+        """
+        webhooks = self._webhook_url(job, provider) is not None
+        wait = self.settings.uncertain_submission_wait_seconds if webhooks else self._delay(job.attempts)
+        log_event(
+            log,
+            "provider.submission_uncertain",
+            logging.WARNING,
+            **self._fields(
+                job,
+                provider=provider,
+                reason=exc.message,
+                uncertain_submissions=job.uncertain_submissions + 1,
+                retry_in=round(wait, 3),
+            ),
+        )
+        with contextlib.suppress(Conflict):
+            await self.db.record_uncertain(job.id, self.worker_id, provider, wait)
+
+    async def _may_submit_again(self, job: Job) -> bool:
+        """After an uncertain submission: one more submission per job, never a third.
+
+        At the bound the job waits for the webhook of a task it may hold (with webhooks,
+        until its deadline), then fails without charge: paying for more tasks nobody can
+        see is how a bill runs away.
+        """
+        if job.uncertain_submissions < MAX_UNCERTAIN_SUBMISSIONS:
+            log_event(
+                log,
+                "provider.submitting_again",
+                logging.WARNING,
+                **self._fields(job, provider=job.provider, submissions=job.provider_submissions),
+            )
+            return True
+        left = job.created_at.timestamp() + self.settings.job_deadline_seconds - time.time()
+        if self._webhook_url(job, job.provider or "") is not None and left > 0:
+            delay = min(self.settings.uncertain_submission_wait_seconds, left)
+            log_event(log, "job.waiting", **self._fields(job, reason="submission_uncertain", retry_in=round(delay)))
+            with contextlib.suppress(Conflict):
+                await self.db.defer(job.id, self.worker_id, delay, "submission_uncertain")
+            return False
+        await self._fail(job, "submission_uncertain", UNAVAILABLE)
+        return False
+
     # the daily budget ------------------------------------------------------------------
     async def _paid_submit(self, job: Job, name: str, provider: Provider, image_url: str) -> Submission:
         """Reserve the submission's estimated cost under the daily cap, then submit.
@@ -270,7 +340,9 @@ class JobPipeline:
             raise BudgetReached
         started = time.monotonic()
         try:
-            submission = await provider.submit(image_url, job.prompt, job.options)
+            submission = await provider.submit(
+                image_url, job.prompt, job.options, webhook_url=self._webhook_url(job, name)
+            )
         except ProviderError as exc:
             self.metrics.observe_call(name, "submit", outcome_of(exc), time.monotonic() - started)
             if not isinstance(exc, TransientProviderError) or exc.status_code is not None:
@@ -378,26 +450,32 @@ class JobPipeline:
     async def _record(self, job: Job, provider: Provider, submission: Submission) -> Submission | None:
         """Commit provider and task id before the first poll; if we may not, cancel the task."""
         log_event(log, "provider.started", **self._fields(job, provider=provider.name, task_id=submission.task_id))
-        try:
-            await self.db.update_status(
-                job.id,
-                "processing",
-                worker_id=self.worker_id,
-                provider=provider.name,
-                provider_task_id=submission.task_id,
-                provider_status=submission.raw_status,
-            )
-        except Conflict as exc:
-            # Lease lost or job canceled meanwhile: this task must not run (or be paid for).
+        if not await self.db.record_submission(
+            job.id, self.worker_id, provider.name, submission.task_id, submission.raw_status
+        ):
+            # Lease lost, job canceled or adopted a task meanwhile: this one must not run (or be paid for).
             log_event(
                 log,
                 "provider.task_orphaned",
                 logging.WARNING,
-                **self._fields(job, provider=provider.name, task_id=submission.task_id, reason=exc.message),
+                **self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),
             )
             await self._cancel_task(job, provider, submission.task_id)
             return None
         return submission
+
+    async def cancel_orphan(self, provider_name: str, request_id: str, job_id: str) -> None:
+        """A task no job holds (an uncertain submission's, reported by webhook): stop it."""
+        provider = self.providers.get(provider_name)
+        fields = {"job_id": job_id, "worker_id": self.worker_id, "provider": provider_name, "task_id": request_id}
+        if provider is None:
+            log_event(log, "provider.orphan_left", logging.WARNING, **fields, reason="provider not configured")
+            return
+        try:
+            await provider.cancel(request_id)
+            log_event(log, "provider.orphan_canceled", logging.WARNING, **fields)
+        except ProviderError as exc:
+            log_event(log, "provider.cancel_failed", logging.WARNING, **fields, reason=exc.message)
 
     async def _give_up(self, job: Job, errors: list[ProviderError]) -> None:
         transient = any(isinstance(e, TransientProviderError) for e in errors)
@@ -424,10 +502,20 @@ class JobPipeline:
             await self._fail(job, "providers_unavailable", UNAVAILABLE)
 
     # following a task -----------------------------------------------------------------
-    async def _follow(self, job: Job, provider: Provider, task_id: str, raw: str, control: JobControl) -> None:
+    async def _follow(
+        self, job: Job, provider: Provider, task_id: str, raw: str, control: JobControl, *, fresh: bool = False
+    ) -> None:
+        """Follow the task until it ends: from its webhook delivery when one is recorded, else by polling.
+
+        With webhooks a task is polled only every `fal_webhook_poll_seconds` (a lost
+        delivery delays the job, never strands it), and not at all right after its
+        submission; a recorded delivery wakes the job at once.
+        """
         started = job.started_at.timestamp() if job.started_at else time.time()
         deadline = started + self.settings.job_deadline_seconds
-        interval = provider.poll_interval
+        webhooks = self._webhooks(provider)
+        interval = self.settings.fal_webhook_poll_seconds if webhooks else provider.poll_interval
+        next_poll = time.monotonic() + interval if webhooks and fresh else 0.0
         failures = 0
         progress_state = ProgressState()
         fields = self._fields(job, provider=provider.name, task_id=task_id)
@@ -439,25 +527,40 @@ class JobPipeline:
             if control.lost.is_set() or control.stopping.is_set():
                 log_event(log, "job.left", **fields, reason="lease lost" if control.lost.is_set() else "shutdown")
                 return
-            log_event(log, "status.polled", logging.DEBUG, **fields)
-            try:
-                status = await self._poll(provider, task_id)
-            except TransientProviderError as exc:
+            status = None
+            if webhooks:
+                delivered, status = await self._delivered(job, provider, task_id, control)
+                if delivered and status is None:
+                    next_poll = 0.0  # a delivery without its result (fal's payload_error): fetch it now
+            if status is None and time.monotonic() < next_poll:
                 if time.time() > deadline:
                     await self._time_out(job, provider, task_id)
                     return
-                failures += 1
-                delay = max(interval, self._delay(min(failures - 1, 6), exc.retry_after))
-                log_event(
-                    log, "status.poll_failed", logging.WARNING, **fields, delay=round(delay, 3), reason=exc.message
-                )
-                await control.wait(delay)
+                await control.wait(next_poll - time.monotonic(), delivery=webhooks)
                 continue
-            except PermanentProviderError as exc:
-                # The task is gone (unknown or expired id): submit again later, or give up.
-                await self._give_up(job, [TransientProviderError(exc.message, code=exc.code)])
-                return
-            failures = 0
+            if status is None:
+                log_event(log, "status.polled", logging.DEBUG, **fields)
+                try:
+                    status = await self._poll(provider, task_id)
+                except TransientProviderError as exc:
+                    if time.time() > deadline:
+                        await self._time_out(job, provider, task_id)
+                        return
+                    failures += 1
+                    delay = max(interval, self._delay(min(failures - 1, 6), exc.retry_after))
+                    log_event(
+                        log, "status.poll_failed", logging.WARNING, **fields, delay=round(delay, 3), reason=exc.message
+                    )
+                    next_poll = time.monotonic() + delay
+                    continue
+                except PermanentProviderError as exc:
+                    # The task is gone (unknown or expired id): submit again later, or give up.
+                    await self._give_up(job, [TransientProviderError(exc.message, code=exc.code)])
+                    return
+                failures = 0
+                next_poll = time.monotonic() + interval
+                if not webhooks:
+                    interval = min(interval * POLL_GROWTH, provider.poll_interval * 2)
             await self._progress(job, status, progress_state)
             if status.raw_status != raw:
                 log_event(log, "status.mapped", **fields, raw=status.raw_status, mapped=status.state.value)
@@ -472,8 +575,6 @@ class JobPipeline:
                 if time.time() > deadline:
                     await self._time_out(job, provider, task_id)
                     return
-                await control.wait(interval)
-                interval = min(interval * POLL_GROWTH, provider.poll_interval * 2)
                 continue
             if status.state is TaskState.COMPLETED:
                 await self._deliver(job, provider, task_id, status, control)
@@ -488,6 +589,23 @@ class JobPipeline:
             else:
                 await self._fail(job, "provider_canceled", PROVIDER_CANCELED, raw, task=(provider.name, task_id))
             return
+
+    async def _delivered(
+        self, job: Job, provider: Provider, task_id: str, control: JobControl
+    ) -> tuple[bool, TaskStatus | None]:
+        """Whether the task's webhook delivery arrived, and the status it gives (a read, no HTTP)."""
+        control.delivered.clear()
+        delivery = await self.db.delivery(job.id)
+        if delivery is None or delivery["request_id"] != task_id or delivery["provider"] != provider.name:
+            return False, None
+        status = provider.from_delivery(delivery["body"])
+        if status is not None:
+            log_event(
+                log,
+                "webhook.used",
+                **self._fields(job, provider=provider.name, task_id=task_id, state=status.state.value),
+            )
+        return True, status
 
     async def _poll(self, provider: Provider, task_id: str) -> TaskStatus:
         """One status request, timed for the metrics."""

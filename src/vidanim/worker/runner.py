@@ -35,6 +35,8 @@ from vidanim.worker.pipeline import JobControl, JobPipeline
 log = logging.getLogger("vidanim.worker")
 
 LISTEN: LiteralString = "listen vidanim_jobs"
+# a webhook delivery was recorded for a job (payload: its id): wake it where it runs
+LISTEN_DELIVERIES: LiteralString = "listen vidanim_deliveries"
 # A job due later than this is left to the periodic claim rather than to a timer.
 MAX_TIMER_SECONDS = 3600.0
 
@@ -153,17 +155,31 @@ class Worker:
                 async with await psycopg.AsyncConnection.connect(
                     self.settings.require_database_url(), autocommit=True
                 ) as conn:
-                    await conn.execute(LISTEN)
+                    await conn.execute(LISTEN_DELIVERIES)
+                    await conn.execute(LISTEN)  # last: its text in pg_stat_activity says the worker listens
                     failures = 0
                     self._wake.set()  # anything that fell due while not listening
                     async for notify in conn.notifies():
-                        self._due_at(notify.payload)
+                        if notify.channel == "vidanim_deliveries":
+                            self._delivered(notify.payload)
+                        else:
+                            self._due_at(notify.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the periodic claim carries on meanwhile
                 failures += 1
                 log_event(log, "worker.listen_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
                 await asyncio.sleep(min(2.0**failures, 60.0))
+
+    def _delivered(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.delivered(uuid.UUID(payload))
+
+    def delivered(self, job_id: uuid.UUID) -> None:
+        """A webhook delivery for `job_id` was recorded: wake the job if this worker runs it."""
+        entry = self._running.get(job_id)
+        if entry is not None:
+            entry[1].delivered.set()
 
     def _due_at(self, payload: str) -> None:
         """Wake now for a job due now; set a timer for one due later (the earliest wins)."""

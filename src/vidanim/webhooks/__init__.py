@@ -1,0 +1,1 @@
+"""Deliveries providers push to us (fal's webhooks), verified before anything believes them."""

@@ -46,7 +46,9 @@ $$;
 
 -- Service role: the provider accepted a submission. It is counted whatever happens;
 -- the task is recorded (queued -> processing) only while the worker holds the queued
--- job. False: the job moved on without this worker, so the task must be canceled.
+-- job: 'recorded'. 'held': the job already holds this very task (its webhook was
+-- adopted before the answer came back). 'refused': the job moved on without this
+-- worker, so the task must be canceled.
 create or replace function public.record_video_job_submission(
   p_job_id uuid,
   p_worker_id text,
@@ -54,7 +56,7 @@ create or replace function public.record_video_job_submission(
   p_task_id text,
   p_provider_status text
 )
-returns boolean
+returns text
 language plpgsql
 security definer
 set search_path = ''
@@ -76,13 +78,16 @@ begin
   update public.video_jobs j
      set provider_submissions = j.provider_submissions + 1
    where j.id = p_job_id;
+  if v_job.provider = p_provider and v_job.provider_task_id = p_task_id then
+    return 'held';
+  end if;
   if v_job.status <> 'queued' or v_job.locked_by is distinct from p_worker_id or v_job.locked_until <= now() then
-    return false;
+    return 'refused';
   end if;
   perform public.service_update_video_job_status(
     p_job_id => p_job_id, p_status => 'processing', p_provider => p_provider,
     p_provider_task_id => p_task_id, p_provider_status => p_provider_status, p_worker_id => p_worker_id);
-  return true;
+  return 'recorded';
 end
 $$;
 

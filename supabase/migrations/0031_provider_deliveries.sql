@@ -13,8 +13,11 @@
 --   duplicate    this request was delivered before: counted, nothing else
 --   ended        the job holds this request but already ended (completed, failed,
 --                canceled): nothing to do
---   adopted      the job waits after a submission whose answer was lost (0030) and
---                holds no task: the request is its task now, and the job is due
+--   adopted      the job is queued and holds no task, and either waits after a
+--                submission whose answer was lost (0030) or the delivery carries a
+--                finished video (it can only come from a submission for this job:
+--                the URL names it, and the answer may still be on its way): the
+--                request is its task now, and the job is due
 --   orphan       the job holds another task (or none, and is not waiting for one):
 --                the worker cancels this request at the provider
 --   unknown_job  no such job (deleted): nothing recorded
@@ -81,8 +84,8 @@ begin
   end if;
   if v_job.provider = p_provider and v_job.provider_task_id = p_request_id then
     v_outcome := case when v_job.status in ('completed', 'failed', 'canceled') then 'ended' else 'recorded' end;
-  elsif v_job.status = 'queued' and v_job.provider = p_provider and v_job.provider_task_id is null
-        and v_job.provider_status = 'submission_uncertain' then
+  elsif v_job.status = 'queued' and v_job.provider_task_id is null
+        and ((v_job.provider = p_provider and v_job.provider_status = 'submission_uncertain') or p_status = 'OK') then
     v_outcome := 'adopted';
   else
     v_outcome := 'orphan';
@@ -102,6 +105,7 @@ begin
     -- A worker submitting again meanwhile loses its lease here, and cancels its own task.
     update public.video_jobs j
        set status = 'processing',
+           provider = p_provider,
            provider_task_id = p_request_id,
            provider_status = 'ADOPTED',
            started_at = coalesce(j.started_at, now()),

@@ -42,7 +42,7 @@ SPEND: LiteralString = "select * from public.get_video_spend(%s)"
 DAILY_BUDGET: LiteralString = "select public.get_video_daily_budget() as cap"
 RESERVE_SPEND: LiteralString = "select * from public.reserve_video_spend(%s, %s, %s, %s)"
 RELEASE_SPEND: LiteralString = "select public.release_video_spend(%s, %s, %s)"
-RECORD_SUBMISSION: LiteralString = "select public.record_video_job_submission(%s, %s, %s, %s, %s) as recorded"
+RECORD_SUBMISSION: LiteralString = "select public.record_video_job_submission(%s, %s, %s, %s, %s) as outcome"
 RECORD_UNCERTAIN: LiteralString = "select * from public.record_uncertain_video_job_submission(%s, %s, %s, %s)"
 RECORD_DELIVERY: LiteralString = "select public.record_video_provider_delivery(%s, %s, %s, %s, %s) as outcome"
 DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
@@ -167,10 +167,11 @@ class ServiceDatabase:
 
     async def record_submission(
         self, job_id: uuid.UUID, worker_id: str, provider: str, task_id: str, raw_status: str
-    ) -> bool:
-        """Count an accepted submission; True when its task is now the job's (else cancel it)."""
+    ) -> str:
+        """Count an accepted submission: 'recorded' (the job's task now), 'held' (it already was,
+        by webhook adoption) or 'refused' (the job moved on: cancel the task)."""
         (row,) = await self._rows(RECORD_SUBMISSION, (job_id, worker_id, provider, task_id, raw_status))
-        return bool(row["recorded"])
+        return str(row["outcome"])
 
     async def record_uncertain(self, job_id: uuid.UUID, worker_id: str, provider: str, wait: float) -> Job:
         """Count a submission whose answer was lost; the job waits `wait` seconds for its task to be named."""

@@ -450,10 +450,17 @@ class JobPipeline:
     async def _record(self, job: Job, provider: Provider, submission: Submission) -> Submission | None:
         """Commit provider and task id before the first poll; if we may not, cancel the task."""
         log_event(log, "provider.started", **self._fields(job, provider=provider.name, task_id=submission.task_id))
-        if not await self.db.record_submission(
+        outcome = await self.db.record_submission(
             job.id, self.worker_id, provider.name, submission.task_id, submission.raw_status
-        ):
-            # Lease lost, job canceled or adopted a task meanwhile: this one must not run (or be paid for).
+        )
+        if outcome == "held":
+            # Its webhook came first and the job adopted it: the worker that claims it finishes it.
+            log_event(
+                log, "provider.task_adopted", **self._fields(job, provider=provider.name, task_id=submission.task_id)
+            )
+            return None
+        if outcome != "recorded":
+            # Lease lost, job canceled or adopted another task meanwhile: this one must not run (or be paid for).
             log_event(
                 log,
                 "provider.task_orphaned",

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -22,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.postgrest import as_user
 from tests.worker.conftest import running
+from tests.worker.test_crashes import WORKER_SCRIPT, DiesAfterUpload, ProcessDied
 from vidanim.webhooks.fal import (
     HEADER_REQUEST_ID,
     HEADER_SIGNATURE,
@@ -395,3 +400,130 @@ async def test_with_webhooks_a_second_lost_answer_waits_for_either_task_until_th
     row = users.job(job["id"])
     assert (row["error_code"], row["uncertain_submissions"]) == ("submission_uncertain", 2)
     assert users.usage(user) == 0
+
+
+# a worker killed between a webhook's receipt and the job's completion ------------------------
+def start_hooked_process(db, sim, storage_dir, log, port: int) -> subprocess.Popen[bytes]:
+    """A real worker process taking webhooks on `port` (lease 2 s), as `vidanim worker` runs."""
+    env = os.environ | {
+        "VIDANIM_PROVIDERS": "fal",
+        "VIDANIM_HTTP_PORT": str(port),
+        "VIDANIM_WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "VIDANIM_FAL_WEBHOOK_JWKS_URLS": sim.jwks_url,
+        "VIDANIM_FAL_WEBHOOK_POLL_SECONDS": "30",
+    }
+    args = [db.dsn, sim.fal_key, sim.runway_secret, sim.base_url, str(storage_dir), "doomed-worker", "2"]
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, *args],
+            cwd=os.getcwd(),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+
+
+async def wait_for(predicate, proc, log, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the worker process never got there: {log.read_text()}")
+        await asyncio.sleep(0.02)
+
+
+def kill(proc) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(5)
+
+
+@pytest.mark.slow
+async def test_sigkill_while_the_delivery_is_being_recorded_loses_nothing(
+    users, db, hooked, sim, storage_dir, tmp_path, port
+):
+    sim.run_seconds = 0.5
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    log = tmp_path / "worker.log"
+    proc = start_hooked_process(db, sim, storage_dir, log, port)
+    try:
+        await wait_for(lambda: users.job(job["id"])["status"] == "processing", proc, log)
+        with psycopg.connect(db.dsn) as locker:
+            # the job's row is locked: the endpoint's record waits inside the database ...
+            locker.execute("select 1 from public.video_jobs where id = %s for update", (job["id"],))
+            await wait_for(lambda: recording_waits(db), proc, log)
+            kill(proc)  # ... when the process dies: fal's delivery gets no answer
+            locker.rollback()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    await asyncio.sleep(2.1)  # the dead worker's lease runs out
+    (task,) = sim.paid_tasks_for(job["id"])
+    async with running(hooked()) as app:  # the same public URL, served by a new worker
+        await run_until(
+            app,
+            lambda: status_of(users, job["id"]) == "completed"
+            and any(a.status == 200 for a in sim.webhooks.attempts_for(task.id)),
+            seconds=30,
+        )
+    answers = [a.status for a in sim.webhooks.attempts_for(task.id)]
+    assert answers[0] == 0, "the killed worker never answered"
+    assert answers[-1] == 200, "fal delivered again until a worker answered"
+    # the database ran the record the dead worker had sent, or the new worker recorded it
+    assert [d[1] for d in stored_deliveries(db, job["id"])] == ["recorded"]
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+    assert sim.cancels == []
+    assert users.usage(user) == 1
+
+
+def recording_waits(db) -> bool:
+    with db.connect() as conn:
+        (n,) = conn.execute(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+            " and query like '%record_video_provider_delivery%'"
+        ).fetchone()
+    return bool(n)
+
+
+@pytest.mark.slow
+async def test_sigkill_while_fetching_the_delivered_video_loses_nothing_and_pays_once(
+    users, db, hooked, sim, storage_dir, tmp_path, port
+):
+    sim.hang_next("file", seconds=20)  # the first download of the video stalls
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    log = tmp_path / "worker.log"
+    proc = start_hooked_process(db, sim, storage_dir, log, port)
+    try:
+        await wait_for(lambda: bool(stored_deliveries(db, job["id"])) and sim.requests["file"] >= 1, proc, log)
+        kill(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert users.job(job["id"])["status"] == "processing"
+    await asyncio.sleep(2.1)
+    async with running(hooked()) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed", seconds=30)
+    (task,) = sim.paid_tasks_for(job["id"])
+    assert stored_deliveries(db, job["id"]) == [(task.id, "recorded", 1)]
+    assert sim.requests["fal.status"] == 0, "the new worker read the recorded delivery, it did not poll"
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+    assert sim.cancels == []
+
+
+async def test_a_crash_after_storing_the_delivered_video_completes_without_another_upload(users, hooked, sim, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(worker_lease_seconds=2)) as app:
+        dying = DiesAfterUpload(app.storage)
+        app.worker.pipeline.storage = dying
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        with pytest.raises(ProcessDied):
+            await asyncio.wait_for(runner, 15)
+    assert dying.uploads == 1
+    await asyncio.sleep(2.1)
+    async with running(hooked()) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    assert [e["reason"] for e in events("upload.skipped")] == ["already stored"]
+    assert len(sim.paid_tasks_for(job["id"])) == 1
+    assert sim.requests["fal.status"] == 0

@@ -20,6 +20,8 @@ def test_the_demo_ends_with_a_completed_job_and_a_playable_video(tmp_path, monke
     for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert step in result.output
     assert "completed" in result.output
+    assert "in the provider's queue" in result.output, "the user watched the job's place in fal's queue"
+    assert "the result came by fal's signed webhook (1 verified delivery)" in result.output
     assert "signed URL" in result.output
     assert str(video) in result.output
     assert list(tmp_path.iterdir()) == [tmp_path / "out"], "the demo leaves nothing but the video"

@@ -3,7 +3,10 @@
 A throwaway PostgreSQL (migrated), the provider simulator rendering a real MP4 (a
 pan-and-zoom of the input, made with the ffmpeg that the imageio-ffmpeg package
 ships), local storage, a demo user with a signed access token, the client acting as
-that user, and the worker. Everything but the video is removed at the end.
+that user, and the worker with its HTTP server taking fal's signed webhooks. The
+user watches the job move (its place in fal's queue, read by the fallback poll,
+every 1.5 s here instead of 30 s so there is something to watch); the result
+arrives by webhook. Everything but the video is removed at the end.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +28,7 @@ import jwt
 import psycopg
 
 from vidanim.client import JobView, PostgresTransport, VidanimClient
+from vidanim.commands.animate import progress_line
 from vidanim.db.embedded import EmbeddedPostgres
 from vidanim.db.migrate import migrate
 from vidanim.settings import Settings
@@ -111,6 +116,16 @@ def playable_seconds(video: Path) -> float:
     raise RuntimeError("ffmpeg reported no duration")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# The fallback poll of the demo: slower than the queue's steps, faster than the 30 s default.
+DEMO_FALLBACK_POLL_SECONDS = 1.5
+
+
 def run(output_dir: Path, say: Callable[[str], None] = print) -> Path:
     """Run the whole flow; returns the path of the finished video."""
     started = time.monotonic()
@@ -125,7 +140,7 @@ def run(output_dir: Path, say: Callable[[str], None] = print) -> Path:
             version = conn.execute("select current_setting('server_version')").fetchone()
         say(f"      PostgreSQL {version[0] if version else '?'} from {pg.bindir}")
         say("2/6 starting the provider simulator (fal.ai and Runway APIs on loopback)")
-        sim = stack.enter_context(Simulator(queue_seconds=0.5, run_seconds=1.0, video_factory=pan_and_zoom(work)))
+        sim = stack.enter_context(Simulator(queue_seconds=3.0, run_seconds=2.0, video_factory=pan_and_zoom(work)))
 
         user_id = uuid.uuid4()
         jwt_secret = uuid.uuid4().hex * 2
@@ -150,13 +165,17 @@ def run(output_dir: Path, say: Callable[[str], None] = print) -> Path:
         make_image(image)
         say(f"3/6 demo user {user_id} signed in (HS256 access token); input image {image.name} made")
 
+        port = free_port()
         settings = Settings(
             _env_file=None,
             database_url=dsn,
             worker_id="demo-worker",
             fal_key=sim.fal_key,
             fal_queue_url=sim.base_url,
-            fal_poll_seconds=0.5,
+            http_port=port,
+            webhook_public_url=f"http://127.0.0.1:{port}",
+            fal_webhook_jwks_urls=sim.jwks_url,
+            fal_webhook_poll_seconds=DEMO_FALLBACK_POLL_SECONDS,
             runway_api_secret=sim.runway_secret,
             runway_base_url=sim.base_url,
             local_storage_dir=work / "storage",
@@ -181,18 +200,22 @@ def run(output_dir: Path, say: Callable[[str], None] = print) -> Path:
                     worker = asyncio.create_task(app.worker.run(install_signals=False))
 
                     def progress(view: JobView) -> None:
-                        extra = (
-                            f" (provider {view.job.provider}: {view.job.provider_status})"
-                            if view.job.provider_status
-                            else ""
-                        )
-                        say(f"      … {view.job.status}{extra}")
+                        say(f"    {progress_line(view)}")
 
                     view = await asyncio.to_thread(
                         client.wait, job.id, timeout=120, poll_seconds=0.2, on_change=progress
                     )
                     app.worker.stop()
                     await worker
+                    verified = app.metrics.registry.get_sample_value(
+                        "vidanim_webhook_deliveries_total", {"provider": "fal", "outcome": "recorded"}
+                    )
+                    if view.status == "completed" and (verified != 1 or sim.requests["fal.result"]):
+                        raise RuntimeError("the demo job did not complete through its webhook")
+                    say(
+                        f"      the result came by fal's signed webhook ({verified:.0f} verified delivery);"
+                        f" {sim.requests['fal.status']} fallback status polls, no result fetched"
+                    )
                     say("5/6 the job's timeline:")
                     for event in client.timeline(job.id):
                         say(

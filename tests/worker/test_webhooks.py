@@ -462,8 +462,10 @@ async def test_sigkill_while_the_delivery_is_being_recorded_loses_nothing(
     async with running(hooked()) as app:  # the same public URL, served by a new worker
         await run_until(
             app,
-            lambda: status_of(users, job["id"]) == "completed"
-            and any(a.status == 200 for a in sim.webhooks.attempts_for(task.id)),
+            lambda: (
+                status_of(users, job["id"]) == "completed"
+                and any(a.status == 200 for a in sim.webhooks.attempts_for(task.id))
+            ),
             seconds=30,
         )
     answers = [a.status for a in sim.webhooks.attempts_for(task.id)]

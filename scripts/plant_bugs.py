@@ -217,6 +217,57 @@ PLANTS = [
         "    if False:",
         "tests/test_images.py::test_each_bad_image_is_refused_naming_the_rule_and_the_value",
     ),
+    Plant(
+        "a webhook delivery signed long ago is accepted (no ±300 s window)",
+        "src/vidanim/webhooks/fal.py",
+        "        if abs(self.clock() - sent) > self.tolerance:",
+        "        if False:",
+        "tests/webhooks/test_fal.py::test_a_timestamp_more_than_300_s_away_is_stale",
+    ),
+    Plant(
+        "every unknown signature refetches fal's keys (no rate limit)",
+        "src/vidanim/webhooks/fal.py",
+        "            if not force and self.fetched_at is not None"
+        " and self.clock() - self.fetched_at < self.refresh_interval:",
+        "            if False:",
+        "tests/webhooks/test_fal.py::test_unknown_signatures_refresh_the_keys_at_most_once_a_minute",
+    ),
+    Plant(
+        "a duplicate delivery is handled as a new one",
+        "supabase/migrations/0031_provider_deliveries.sql",
+        "  on conflict (provider, request_id) do nothing;\n  if not found then",
+        "  on conflict (provider, request_id) do nothing;\n  if false then",
+        "tests/db/test_provider_deliveries.py::test_a_duplicate_delivery_is_counted_and_changes_nothing",
+    ),
+    Plant(
+        "a recorded delivery wakes nobody in other workers (no NOTIFY)",
+        "supabase/migrations/0031_provider_deliveries.sql",
+        "    perform pg_notify('vidanim_deliveries', p_job_id::text);",
+        "    null;",
+        "tests/worker/test_webhooks.py::test_a_delivery_received_by_another_worker_wakes_the_worker_holding_the_job",
+    ),
+    Plant(
+        "a submission's lost answer is retried at once like any timeout",
+        "src/vidanim/providers/base.py",
+        "    if submit and isinstance(exc, ANSWER_LOST):",
+        "    if False:",
+        "tests/worker/test_webhooks.py::test_a_lost_answer_waits_and_the_orphans_webhook_is_adopted",
+    ),
+    Plant(
+        "a job may submit a third time after two lost answers",
+        "src/vidanim/worker/pipeline.py",
+        "MAX_UNCERTAIN_SUBMISSIONS = 2",
+        "MAX_UNCERTAIN_SUBMISSIONS = 3",
+        "tests/worker/test_webhooks.py::"
+        "test_without_webhooks_a_second_lost_answer_ends_the_job_unpaid_and_never_submits_a_third",
+    ),
+    Plant(
+        "the worker's HTTP server leaves Nagle on (every answer waits for a delayed ACK)",
+        "src/vidanim/worker/http.py",
+        "socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)",
+        "socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
+        "tests/worker/test_http.py::test_accepted_connections_send_without_waiting_for_the_clients_ack",
+    ),
 ]
 
 

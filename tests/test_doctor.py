@@ -51,8 +51,10 @@ def test_a_healthy_deployment_passes_every_check(env, sim):
         "storage reachable",
         "provider fal",
         "provider runway",
+        "fal webhooks",
     ]
-    assert all(c["ok"] for c in checks.values())
+    assert all(c["ok"] for name, c in checks.items() if name != "fal webhooks")
+    assert checks["fal webhooks"]["ok"] is None, "off unless a public URL is set: nothing to check"
     assert "nothing billed" in checks["provider fal"]["detail"]
     assert checks["provider runway"]["detail"].startswith("10000 credits; gen4_turbo: maxConcurrentGenerations 5")
     assert sim.submissions == [], "no check creates a task"
@@ -150,3 +152,37 @@ def test_a_worker_with_one_healthy_provider_starts(env, db):
     env.setenv("VIDANIM_FAL_KEY", "wrong")
     result = runner.invoke(app, ["worker", "--until-idle"])
     assert result.exit_code == 0, result.output
+
+
+def test_with_webhooks_on_doctor_reads_fals_key_set(env, sim):
+    env.setenv("VIDANIM_WEBHOOK_PUBLIC_URL", "https://hooks.example.test")
+    env.setenv("VIDANIM_HTTP_PORT", "8080")
+    env.setenv("VIDANIM_FAL_WEBHOOK_JWKS_URLS", sim.jwks_url)
+    code, checks = doctor()
+    assert code == 0
+    assert checks["fal webhooks"]["ok"] is True
+    assert checks["fal webhooks"]["detail"] == (
+        "1 signing key(s) from fal's JWKS; deliveries to https://hooks.example.test/webhooks/fal/{job}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "detail"),
+    [
+        ({"VIDANIM_FAL_WEBHOOK_JWKS_URLS": "http://127.0.0.1:9/jwks.json"}, "no Ed25519 key from http://127.0.0.1:9"),
+        ({"VIDANIM_HTTP_PORT": ""}, "needs VIDANIM_HTTP_PORT"),
+    ],
+)
+def test_webhooks_that_cannot_work_fail_the_doctor(env, sim, settings, detail):
+    env.setenv("VIDANIM_WEBHOOK_PUBLIC_URL", "https://hooks.example.test")
+    env.setenv("VIDANIM_HTTP_PORT", "8080")
+    env.setenv("VIDANIM_FAL_WEBHOOK_JWKS_URLS", sim.jwks_url)
+    for key, value in settings.items():
+        if value:
+            env.setenv(key, value)
+        else:
+            env.delenv(key)
+    code, checks = doctor()
+    assert code == 1
+    assert checks["fal webhooks"]["ok"] is False
+    assert detail in checks["fal webhooks"]["detail"]

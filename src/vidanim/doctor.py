@@ -1,9 +1,10 @@
 """`vidanim doctor`: is this deployment able to work? Database, Storage, each provider's credentials.
 
 Each check is cheap and changes nothing: a connection and catalog reads, an `info`
-request for an object that does not exist, and one authenticated provider call that
+request for an object that does not exist, one authenticated provider call that
 bills nothing (Runway's organization endpoint; for fal, the status of a made-up
-request, since fal documents no account endpoint for queue keys). The worker runs
+request, since fal documents no account endpoint for queue keys), and with fal
+webhooks on, a read of fal's public key set. The worker runs
 the provider checks when it starts, and refuses to start when every configured
 provider fails.
 """
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, LiteralString
 
+import httpx
 import psycopg
 
 from vidanim.db import checklist
@@ -22,6 +24,7 @@ from vidanim.db.migrate import status as migration_status
 from vidanim.providers.base import Provider, ProviderError
 from vidanim.settings import Settings
 from vidanim.storage.base import StorageError
+from vidanim.webhooks.fal import JwksKeys
 
 BUCKETS: LiteralString = "select id, public from storage.buckets where id in ('video-inputs', 'video-outputs')"
 
@@ -92,6 +95,26 @@ async def _storage_check(settings: Settings, storage: Any) -> Check:
     return Check("storage reachable", True, f"{settings.storage_backend} storage answers with the worker's key")
 
 
+async def webhook_check(settings: Settings) -> Check:
+    """With fal webhooks on: the HTTP server is configured and fal's key set yields keys."""
+    if not settings.webhook_public_url:
+        return Check("fal webhooks", None, "off: fal is polled (set VIDANIM_WEBHOOK_PUBLIC_URL to take webhooks)")
+    if settings.http_port is None:
+        return Check("fal webhooks", False, "VIDANIM_WEBHOOK_PUBLIC_URL needs VIDANIM_HTTP_PORT")
+    async with httpx.AsyncClient(timeout=10) as http:
+        keys = JwksKeys(settings.jwks_urls(), http)
+        found = await keys.current()
+    if not found:
+        return Check(
+            "fal webhooks", False, "no Ed25519 key from " + ", ".join(keys.urls) + ": every delivery would be refused"
+        )
+    return Check(
+        "fal webhooks",
+        True,
+        f"{len(found)} signing key(s) from fal's JWKS; deliveries to {settings.fal_webhook_url('{job}')}",
+    )
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order: database, Storage, providers."""
     from vidanim.worker.assemble import ConfigurationError, build_providers, build_storage
@@ -125,4 +148,6 @@ async def run_checks(settings: Settings) -> list[Check]:
     for name in settings.provider_order():
         if name not in providers:
             checks.append(Check(f"provider {name}", None, "not configured (no key)"))
+    if "fal" in providers:
+        checks.append(await webhook_check(settings))
     return checks

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
+from rich.console import Console
 
 from tests.db.helpers import claim, raises_sqlstate, request_job, service, update_status
 from tests.support.seed import create_user, put_input_image
 from tests.worker.conftest import running
 from vidanim.client.client import JobView
-from vidanim.commands.animate import progress_line
+from vidanim.commands.animate import LiveProgress, progress_line
 from vidanim.jobs import Job
 
 PROGRESS = "select public.service_update_video_job_progress(%s, %s, %s, %s) as changed"
@@ -77,3 +79,24 @@ def test_animate_wait_draws_a_bar_for_progress_and_names_the_queue_place():
     assert progress_line(_view(status="completed", provider_status="SUCCEEDED", progress=90)) == (
         "  completed [runway: SUCCEEDED]"
     )
+
+
+def test_animate_wait_on_a_terminal_follows_the_job_with_one_rich_bar():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    with LiveProgress(console) as live:
+        live.show(_view(provider="fal", provider_status="IN_QUEUE", queue_position=3))
+        queued = live.progress.tasks[0]
+        assert (queued.total, queued.description) == (
+            None,
+            "processing [fal: IN_QUEUE] (place 3 in the provider's queue)",
+        )
+        live.show(_view(progress=45))
+        running = live.progress.tasks[0]
+        assert (running.total, running.completed) == (100, 45)
+        live.show(_view(status="completed", provider_status="SUCCEEDED", progress=90))
+        assert live.progress.tasks[0].completed == 100, "full at completed"
+    text = out.getvalue()
+    assert "completed [runway: SUCCEEDED]" in text
+    assert "100%" in text
+    assert "━" in text, "a drawn bar"

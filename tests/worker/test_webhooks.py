@@ -529,3 +529,20 @@ async def test_a_crash_after_storing_the_delivered_video_completes_without_anoth
     assert [e["reason"] for e in events("upload.skipped")] == ["already stored"]
     assert len(sim.paid_tasks_for(job["id"])) == 1
     assert sim.requests["fal.status"] == 0
+
+
+async def test_a_delivery_received_by_another_worker_wakes_the_worker_holding_the_job(
+    users, hooked, sim, db, port, events
+):
+    """The public URL reaches worker B; worker A holds the job: the NOTIFY carries the news."""
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    holder = hooked(http_port=free_port(), worker_id="holder")  # its own server is not the public one
+    receiver = hooked(worker_id="receiver")  # serves the public URL, runs no jobs
+    async with running(receiver), running(holder) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    assert users.job(job["id"])["locked_by"] is None
+    assert [e["worker_id"] for e in events("job.completed")] == ["holder"]
+    assert sim.requests["fal.status"] == 0, "woken by the NOTIFY, not by a poll"
+    (task,) = sim.paid_tasks_for(job["id"])
+    assert stored_deliveries(db, job["id"]) == [(task.id, "recorded", 1)]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from vidanim.client import JobView, PostgresTransport, SupabaseTransport, VidanimClient
 from vidanim.commands.common import DatabaseUrl, JsonOut, emit_json, fail, handled, settings, user_client
@@ -46,6 +50,50 @@ def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimCl
 BAR_WIDTH = 20
 
 
+def describe(view: JobView) -> str:
+    """The job's state in a few words: status, provider status, place in the queue, why it waits."""
+    job = view.job
+    text = job.status + (f" [{job.provider}: {job.provider_status}]" if job.provider_status else "")
+    if job.queue_position is not None and job.status == "processing" and job.progress is None:
+        text += f" (place {job.queue_position} in the provider's queue)"
+    return text + (f" (waiting: {job.waiting_message})" if job.waiting_message else "")
+
+
+class LiveProgress:
+    """`animate --wait` on a terminal: one rich progress bar that follows the job.
+
+    The bar fills with the provider's progress (Runway's), pulses while the provider
+    does not say how far along it is (fal), and is full at `completed`. Off a terminal
+    (a pipe, a log, CI) the command prints `progress_line` per change instead.
+    """
+
+    def __init__(self, console: Console | None = None):
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False),  # provider statuses hold brackets
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        self.task = self.progress.add_task("queued", total=None)
+        return self
+
+    def show(self, view: JobView) -> None:
+        assert self.task is not None
+        job = view.job
+        done = 100 if job.status == "completed" else job.progress
+        self.progress.update(
+            self.task, description=describe(view), total=100 if done is not None else None, completed=done or 0
+        )
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+
 def progress_line(view: JobView) -> str:
     """One line per change: status, provider status, a bar when the provider reports progress."""
     job = view.job
@@ -80,7 +128,13 @@ def animate(
         if not json_out:
             typer.echo(f"job {job.id} {job.status} (image {path})")
         view = JobView(job)
-        if wait:
+        if wait and not json_out and sys.stdout.isatty():
+            with LiveProgress() as live:
+                try:
+                    view = client.wait(job.id, timeout=timeout, on_change=live.show)
+                except TimeoutError as exc:
+                    raise fail(str(exc)) from None
+        elif wait:
 
             def show(v: JobView) -> None:
                 if not json_out:

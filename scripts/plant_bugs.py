@@ -268,6 +268,14 @@ PLANTS = [
         "socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
         "tests/worker/test_http.py::test_accepted_connections_send_without_waiting_for_the_clients_ack",
     ),
+    Plant(
+        "the webhook endpoint accepts a fal-signed delivery at a URL vidanim did not issue",
+        "src/vidanim/worker/http.py",
+        '            if not token_valid(hooks.token_secret, job_id, request.query_params.get("token")):',
+        "            if False:",
+        "tests/worker/test_webhooks.py::"
+        "test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_job_without_its_url_token",
+    ),
 ]
 
 

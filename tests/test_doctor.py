@@ -162,7 +162,7 @@ def test_with_webhooks_on_doctor_reads_fals_key_set(env, sim):
     assert code == 0
     assert checks["fal webhooks"]["ok"] is True
     assert checks["fal webhooks"]["detail"] == (
-        "1 signing key(s) from fal's JWKS; deliveries to https://hooks.example.test/webhooks/fal/{job}"
+        "1 signing key(s) from fal's JWKS; deliveries to https://hooks.example.test/webhooks/fal/{job}?token=…"
     )
 
 

@@ -111,7 +111,8 @@ async def webhook_check(settings: Settings) -> Check:
     return Check(
         "fal webhooks",
         True,
-        f"{len(found)} signing key(s) from fal's JWKS; deliveries to {settings.fal_webhook_url('{job}')}",
+        f"{len(found)} signing key(s) from fal's JWKS; deliveries to"
+        f" {settings.webhook_public_url.rstrip('/')}/webhooks/fal/{{job}}?token=…",
     )
 
 

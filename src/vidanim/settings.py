@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidanim.pricing import DEFAULT_PRICES_USD_PER_SECOND, UNKNOWN_MODEL_USD_PER_SECOND
-from vidanim.webhooks.fal import DEFAULT_JWKS_URLS
+from vidanim.webhooks.fal import DEFAULT_JWKS_URLS, url_token
 
 
 def _default_worker_id() -> str:
@@ -131,7 +131,8 @@ class Settings(DatabaseSettings):
         return [u.strip() for u in self.fal_webhook_jwks_urls.split(",") if u.strip()]
 
     def fal_webhook_url(self, job_id: object) -> str | None:
-        """Where fal delivers a job's result; None when webhooks are off."""
-        if not self.webhook_public_url:
+        """Where fal delivers a job's result, with the URL's token; None when webhooks are off."""
+        if not self.webhook_public_url or self.fal_key is None:
             return None
-        return f"{self.webhook_public_url.rstrip('/')}/webhooks/fal/{job_id}"
+        token = url_token(self.fal_key.get_secret_value(), job_id)
+        return f"{self.webhook_public_url.rstrip('/')}/webhooks/fal/{job_id}?token={token}"

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -119,10 +120,12 @@ async def test_a_fal_job_completes_through_its_webhook_without_a_single_poll(use
     sim.queue_seconds, sim.run_seconds = 0.2, 0.3
     user, path = users.user_with_image()
     job = users.request(user, path)
-    async with running(hooked()) as app:
+    settings = hooked()
+    async with running(settings) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
     (task,) = sim.paid_tasks_for(job["id"])
-    assert task.webhook_url == f"{app.http_url}/webhooks/fal/{job['id']}"
+    assert task.webhook_url == settings.fal_webhook_url(job["id"])
+    assert task.webhook_url.startswith(f"{app.http_url}/webhooks/fal/{job['id']}?token=")
     assert (sim.requests["fal.status"], sim.requests["fal.result"]) == (0, 0), "no poll, no result fetch"
     assert [a.status for a in sim.webhooks.attempts_for(task.id)] == [200]
     assert stored_deliveries(db, job["id"]) == [(task.id, "recorded", 1)]
@@ -231,10 +234,11 @@ async def test_a_delivery_after_the_user_canceled_is_a_no_op(users, hooked, sim,
 async def test_late_deliveries_for_a_completed_job_are_duplicates_or_canceled_orphans(users, hooked, sim, db):
     user, path = users.user_with_image()
     job = users.request(user, path)
-    async with running(hooked()) as app:
+    settings = hooked()
+    async with running(settings) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
         (task,) = sim.paid_tasks_for(job["id"])
-        url = f"{app.http_url}/webhooks/fal/{job['id']}"
+        url = settings.fal_webhook_url(job["id"])
         again = await signed_post(sim, url, task.id, {"request_id": task.id, "status": "OK", "payload": {}})
         # a request at fal that this job never recorded (as a lost submission's would be)
         stray = (await app.providers["fal"].submit("https://example.test/cat.png", None, {})).task_id
@@ -253,8 +257,9 @@ async def test_late_deliveries_for_a_completed_job_are_duplicates_or_canceled_or
 async def test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it(users, hooked, sim, db):
     user, path = users.user_with_image()
     job = users.request(user, path)
-    async with running(hooked()) as app:
-        url = f"{app.http_url}/webhooks/fal/{job['id']}"
+    settings = hooked()
+    async with running(settings) as app:
+        url = settings.fal_webhook_url(job["id"])
         body = {"request_id": "req-1", "status": "OK", "payload": {}}
         raw = json.dumps(body).encode()
         async with httpx.AsyncClient(timeout=5) as client:
@@ -272,6 +277,7 @@ async def test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it
         refused = [unsigned, forged, stale, future, tampered, shapeless, huge, not_a_job, wrong_method]
         scrape = (await get(f"{app.http_url}/metrics")).text
     assert [r.status_code for r in refused] == [401, 401, 401, 401, 401, 400, 413, 404, 405]
+    assert "token" not in unsigned.json()["error"], "the URL was vidanim's: the signature is what failed"
     assert "missing" in unsigned.json()["error"]
     assert "stale" in stale.json()["error"]
     assert "does not verify" in forged.json()["error"]
@@ -546,3 +552,41 @@ async def test_a_delivery_received_by_another_worker_wakes_the_worker_holding_th
     assert sim.requests["fal.status"] == 0, "woken by the NOTIFY, not by a poll"
     (task,) = sim.paid_tasks_for(job["id"])
     assert stored_deliveries(db, job["id"]) == [(task.id, "recorded", 1)]
+
+
+# an attacker with a fal account of their own, or a captured delivery -------------------------
+async def test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_job_without_its_url_token(
+    users, hooked, sim, db
+):
+    """fal signs every account's deliveries with the same key, and not the URL: the token is what binds."""
+    victim, path = users.user_with_image()
+    job = users.request(victim, path)  # queued, holding no task: what an adoption would take
+    settings = hooked(uncertain_submission_wait_seconds=30)
+    async with running(settings) as app:
+        base = f"{app.http_url}/webhooks/fal/{job['id']}"
+        body = {"request_id": "attacker-req", "status": "OK", "payload": {"video": {"url": "https://evil.test/v.mp4"}}}
+        no_token = await signed_post(sim, base, "attacker-req", body)
+        guessed = await signed_post(sim, f"{base}?token={'0' * 64}", "attacker-req", body)
+        other_job = users.request(*users.user_with_image())
+        replayed = await signed_post(  # a captured URL of another job, pointed at this one
+            sim,
+            settings.fal_webhook_url(other_job["id"]).replace(str(other_job["id"]), str(job["id"])),
+            "attacker-req",
+            body,
+        )
+    for response in (no_token, guessed, replayed):
+        assert response.status_code == 401
+        assert "not a URL vidanim issued" in response.json()["error"]
+    assert stored_deliveries(db, job["id"]) == []
+    row = users.job(job["id"])
+    assert (row["status"], row["provider_task_id"]) == ("queued", None), "nothing adopted"
+
+
+async def test_the_url_token_is_bound_to_the_job_and_to_this_deployments_fal_key(hooked, settings_for):
+    settings = hooked()
+    job_a, job_b = uuid.uuid4(), uuid.uuid4()
+    url_a, url_b = settings.fal_webhook_url(job_a), settings.fal_webhook_url(job_b)
+    assert url_a.split("token=")[1] != url_b.split("token=")[1]
+    other_deployment = hooked(fal_key="another-accounts-key")
+    assert other_deployment.fal_webhook_url(job_a) != url_a
+    assert settings_for(providers="fal").fal_webhook_url(job_a) is None, "no public URL: no webhooks"

@@ -60,7 +60,7 @@ FAL_REQUEST = re.compile(r"^/(?P<app>[^/]+/[^/]+)/requests/(?P<id>[^/]+)(?P<rest
 RUNWAY_TASK = re.compile(r"^/v1/tasks/(?P<id>[^/]+)$")
 FILE = re.compile(r"^/files/(?P<id>[^/]+)\.mp4$")
 JWKS_PATH = "/.well-known/jwks.json"
-WEBHOOK_JOB = re.compile(r"/webhooks/fal/(?P<job>[0-9a-f-]{36})$")
+WEBHOOK_JOB = re.compile(r"/webhooks/fal/(?P<job>[0-9a-f-]{36})(?:\?|$)")
 URL_LIFETIME = 3600.0
 
 

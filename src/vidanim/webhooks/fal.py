@@ -8,7 +8,14 @@ signed message is
     request_id "\\n" user_id "\\n" timestamp "\\n" sha256_hex(raw body)
 
 A delivery is accepted when its timestamp is within TOLERANCE_SECONDS of now and
-its signature verifies with any key of the set. Keys are cached for at most
+its signature verifies with any key of the set.
+
+fal signs with one key for every account, and the signature does not cover the URL:
+any fal user could have fal deliver a signed result to our endpoint for any job id,
+and a captured delivery could be replayed to another job's URL. So each URL vidanim
+hands to fal carries a token, an HMAC of the job id under a key only vidanim's
+workers hold (derived from the fal key they share): a delivery to a URL vidanim did
+not issue is refused before its signature is looked at. Keys are cached for at most
 KEYS_MAX_AGE_SECONDS; a signature no cached key verifies triggers one refresh,
 at most once per `refresh_interval` seconds (a flood of forged deliveries costs
 fal's key server one request a minute, not one each).
@@ -20,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -60,6 +68,16 @@ class Delivery:
     request_id: str
     status: str
     body: dict[str, Any]
+
+
+def url_token(secret: str, job_id: object) -> str:
+    """The token of the webhook URL vidanim issues for `job_id` (an HMAC-SHA256 of it)."""
+    key = hashlib.sha256(f"vidanim fal webhook url\n{secret}".encode()).digest()
+    return hmac.new(key, str(job_id).encode(), hashlib.sha256).hexdigest()
+
+
+def token_valid(secret: str, job_id: object, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(url_token(secret, job_id), token)
 
 
 def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:

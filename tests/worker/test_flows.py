@@ -13,6 +13,7 @@ from vidanim.worker.backoff import backoff_bounds
 
 
 async def test_happy_path_on_fal_stores_the_video_once_and_completes(users, settings_for, sim, storage_dir):
+    sim.run_seconds = 0.5  # long enough that polls every 20-40 ms see it running, even on a loaded machine
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(settings_for()) as app:
@@ -35,6 +36,7 @@ async def test_happy_path_on_fal_stores_the_video_once_and_completes(users, sett
 
 
 async def test_happy_path_on_runway(users, settings_for, sim):
+    sim.run_seconds = 0.5  # long enough that polls every 20-40 ms see it running, even on a loaded machine
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(settings_for(providers="runway")) as app:

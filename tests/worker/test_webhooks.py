@@ -340,7 +340,7 @@ async def test_a_lost_answer_waits_and_the_orphans_webhook_is_adopted(users, hoo
 
 async def test_after_the_wait_one_more_submission_and_the_late_orphan_is_canceled(users, hooked, sim, db, events):
     sim.drop_reply_next("fal.submit")
-    sim.webhooks.fault_next("delay", seconds=2.0)  # the lost submission's delivery comes late
+    sim.webhooks.fault_next("delay", seconds=4.0)  # the lost submission's delivery comes late
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(hooked(uncertain_submission_wait_seconds=0.3)) as app:

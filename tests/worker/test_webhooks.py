@@ -265,8 +265,9 @@ async def test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it
         async with httpx.AsyncClient(timeout=5) as client:
             unsigned = await client.post(url, content=raw)
         forged = await signed_post(sim, url, "req-1", body, key=Ed25519PrivateKey.generate())
-        stale = await signed_post(sim, url, "req-1", body, at=time.time() - 301)
-        future = await signed_post(sim, url, "req-1", body, at=time.time() + 301)
+        # well past the edge: the header holds whole seconds, so +301 can truncate to +300.x
+        stale = await signed_post(sim, url, "req-1", body, at=time.time() - 310)
+        future = await signed_post(sim, url, "req-1", body, at=time.time() + 310)
         tampered = await signed_post(sim, url, "req-1", body, headers={HEADER_REQUEST_ID: "req-2"})
         shapeless = await signed_post(sim, url, "req-1", {"request_id": "req-1", "state": "done"})
         huge = await signed_post(

@@ -23,6 +23,21 @@ async def wait_listening(db) -> None:
     raise AssertionError("the worker never listened")
 
 
+async def idle(app) -> asyncio.Event:
+    """Return once the worker's first claim (which finds nothing) is done: it waits idle from then on."""
+    claimed = asyncio.Event()
+    real = app.worker.db.claim
+
+    async def claim_and_say(*args):
+        try:
+            return await real(*args)
+        finally:
+            claimed.set()
+
+    app.worker.db.claim = claim_and_say
+    return claimed
+
+
 async def claimed_within(users, job_id, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -35,8 +50,9 @@ async def claimed_within(users, job_id, seconds: float) -> bool:
 async def test_an_idle_worker_claims_a_new_job_at_once(users, settings_for):
     user, path = users.user_with_image()
     async with running(settings_for(worker_idle_poll_seconds=SLOW_POLL)) as app:
+        first_claim = await idle(app)
         runner = asyncio.create_task(app.worker.run(install_signals=False))
-        await asyncio.sleep(0.2)  # the first claim found nothing; the worker is idle now
+        await asyncio.wait_for(first_claim.wait(), 10)  # it found nothing; the worker is idle now
         await wait_listening(users.db)
         job = users.request(user, path)
         assert await claimed_within(users, job["id"], 5), "the notification woke the worker"
@@ -47,8 +63,9 @@ async def test_an_idle_worker_claims_a_new_job_at_once(users, settings_for):
 async def test_without_listening_only_the_periodic_claim_finds_a_job(users, settings_for):
     user, path = users.user_with_image()
     async with running(settings_for(worker_idle_poll_seconds=SLOW_POLL, worker_listen=False)) as app:
+        first_claim = await idle(app)
         runner = asyncio.create_task(app.worker.run(install_signals=False))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(first_claim.wait(), 10)
         job = users.request(user, path)
         assert not await claimed_within(users, job["id"], 1.5), "the control: no wake-up without LISTEN"
         app.worker.stop()

@@ -64,6 +64,28 @@ def test_progress_is_written_only_by_the_lease_holder_only_when_it_changes_and_i
     assert row == (40, None)
 
 
+def test_a_new_provider_status_clears_the_progress_read_with_the_old_one(conn):
+    """A watcher never sees a new status with the old place in the queue (0032)."""
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user))
+    claim(conn, "w1")
+    update_status(
+        conn, job["id"], "processing", provider="fal", provider_task_id="t", provider_status="IN_QUEUE", worker_id="w1"
+    )
+    service(conn, PROGRESS, (job["id"], "w1", None, 5))
+    update_status(conn, job["id"], "processing", worker_id="w1")  # no new provider status: the place stays
+    place = "select provider_status, progress, queue_position from public.video_jobs where id = %s"
+    assert conn.execute(place, (job["id"],)).fetchone() == ("IN_QUEUE", None, 5)
+    update_status(conn, job["id"], "processing", provider_status="IN_PROGRESS", worker_id="w1")
+    assert conn.execute(place, (job["id"],)).fetchone() == ("IN_PROGRESS", None, None)
+    service(conn, PROGRESS, (job["id"], "w1", 30, None))
+    with conn.transaction():  # one statement setting both keeps what it sets
+        conn.execute(
+            "update public.video_jobs set provider_status = 'RUNNING', progress = 35 where id = %s", (job["id"],)
+        )
+    assert conn.execute(place, (job["id"],)).fetchone() == ("RUNNING", 35, None)
+
+
 def _view(**values) -> JobView:
     base = {f: None for f in Job.__dataclass_fields__}
     base.update(status="processing", provider="runway", provider_status="RUNNING", options={}, attempts=1)

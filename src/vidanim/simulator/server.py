@@ -36,6 +36,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -147,7 +148,10 @@ class Simulator:
         #: fal's webhook deliveries: signing, retries, faults
         self.webhooks = WebhookDispatcher()
         self._signing_key = secrets.token_bytes(32)
-        self._videos: dict[str, bytes] = {}
+        # a video_factory's renders, started when the task is created (as a provider works
+        # while the task runs), so a finished task's webhook goes out on time
+        self._videos: dict[str, Future[bytes]] = {}
+        self._renders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sim-render")
         self.tasks: dict[str, Task] = {}
         #: every accepted submission, in order: (provider, task id, request body)
         self.submissions: list[tuple[str, str, dict[str, Any]]] = []
@@ -179,6 +183,7 @@ class Simulator:
 
     def stop(self) -> None:
         self.webhooks.stop()
+        self._renders.shutdown(wait=False, cancel_futures=True)
         self._server.shutdown()
         self._server.server_close()
 
@@ -260,6 +265,8 @@ class Simulator:
             task.webhook_url = webhook_url
             self.tasks[task.id] = task
             self.submissions.append((provider, task.id, body))
+        if self.video_factory is not None:
+            self._render(task)
         if webhook_url:
             self.webhooks.schedule(
                 task.id,
@@ -315,17 +322,20 @@ class Simulator:
         good = hmac.new(self._signing_key, f"{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()
         return hmac.compare_digest(sig, good) and expires > time.time()
 
+    def _render(self, task: Task) -> Future[bytes]:
+        """The task's video from the video_factory, rendered once, in the background."""
+        assert self.video_factory is not None
+        with self._lock:
+            future = self._videos.get(task.id)
+            if future is None:
+                image_url = str(task.body.get("image_url") or task.body.get("promptImage") or "")
+                future = self._videos[task.id] = self._renders.submit(self.video_factory, image_url)
+        return future
+
     def _video(self, task: Task) -> Iterator[bytes] | bytes:
         if self.video_factory is None:
             return mp4_chunks(self.output_size)
-        with self._lock:
-            cached = self._videos.get(task.id)
-        if cached is None:
-            image_url = str(task.body.get("image_url") or task.body.get("promptImage") or "")
-            cached = self.video_factory(image_url)
-            with self._lock:
-                self._videos[task.id] = cached
-        return cached
+        return self._render(task).result()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         sim = self

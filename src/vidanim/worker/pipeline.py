@@ -568,14 +568,17 @@ class JobPipeline:
                 next_poll = time.monotonic() + interval
                 if not webhooks:
                     interval = min(interval * POLL_GROWTH, provider.poll_interval * 2)
-            await self._progress(job, status, progress_state)
             if status.raw_status != raw:
                 log_event(log, "status.mapped", **fields, raw=status.raw_status, mapped=status.state.value)
                 raw = status.raw_status
                 if status.state in (TaskState.QUEUED, TaskState.PROCESSING):
+                    # the status first: it clears the progress read with the old one (0032) ...
                     await self._note(job, raw, control)
+                    progress_state = ProgressState()
                     if control.interrupted():
                         continue
+            # ... then the progress read with this status
+            await self._progress(job, status, progress_state)
             if status.state in (TaskState.QUEUED, TaskState.PROCESSING):
                 # The deadline bounds the provider's work; a video already made is
                 # always delivered, however long Storage kept it waiting.

@@ -37,7 +37,8 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_worker import ROOT, database, free_port, make_jobs, reset, worker_env
+from bench_worker import ROOT, database, make_jobs, reset, worker_env
+from vidanim.ports import free_port
 from vidanim.simulator import Simulator
 from vidanim.webhooks.fal import HEADER_REQUEST_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_USER_ID, sign
 

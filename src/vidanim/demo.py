@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from vidanim.client import JobView, PostgresTransport, VidanimClient
 from vidanim.commands.animate import progress_line
 from vidanim.db.embedded import EmbeddedPostgres
 from vidanim.db.migrate import migrate
+from vidanim.ports import free_port
 from vidanim.settings import Settings
 from vidanim.simulator import Simulator
 from vidanim.storage.local import LocalStorage
@@ -114,12 +114,6 @@ def playable_seconds(video: Path) -> float:
             h, m, s = line.split("Duration:")[1].split(",")[0].strip().split(":")
             return int(h) * 3600 + int(m) * 60 + float(s)
     raise RuntimeError("ffmpeg reported no duration")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The fallback poll of the demo: slower than the queue's steps, faster than the 30 s default.

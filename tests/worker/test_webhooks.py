@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.support.postgrest import as_user
 from tests.worker.conftest import running
 from tests.worker.test_crashes import WORKER_SCRIPT, DiesAfterUpload, ProcessDied
+from vidanim.ports import free_port
 from vidanim.webhooks.fal import (
     HEADER_REQUEST_ID,
     HEADER_SIGNATURE,
@@ -36,12 +36,6 @@ from vidanim.webhooks.fal import (
     MAX_BODY_BYTES,
     sign,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -16,12 +16,13 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from vidanim.ports import free_port
 
 # Settings for a disposable cluster: durability buys nothing when the data dies
 # with the process, and turning it off makes CREATE DATABASE and commits fast.
@@ -123,13 +124,6 @@ def reachable_by_postgres(bindir: Path) -> Path:
     return copied_bindir
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL cluster in a temporary directory, removed on stop.
@@ -141,7 +135,7 @@ class EmbeddedPostgres:
 
     bindir: Path = field(default_factory=find_bindir)
     base_dir: Path | None = None
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     _owned_dir: bool = field(default=False, init=False)
     _started: bool = field(default=False, init=False)
 

@@ -61,6 +61,10 @@ FAL_REQUEST = re.compile(r"^/(?P<app>[^/]+/[^/]+)/requests/(?P<id>[^/]+)(?P<rest
 RUNWAY_TASK = re.compile(r"^/v1/tasks/(?P<id>[^/]+)$")
 FILE = re.compile(r"^/files/(?P<id>[^/]+)\.mp4$")
 JWKS_PATH = "/.well-known/jwks.json"
+# fal's answer for a moderated request: the result endpoint's 422 body, the webhook's payload
+FAL_MODERATED = {
+    "detail": [{"loc": ["body", "image_url"], "msg": "content policy violation", "type": "content_policy_violation"}]
+}
 WEBHOOK_JOB = re.compile(r"/webhooks/fal/(?P<job>[0-9a-f-]{36})(?:\?|$)")
 URL_LIFETIME = 3600.0
 
@@ -283,24 +287,25 @@ class Simulator:
                 return True
             return False
 
+    def _fal_output(self, task: Task) -> dict[str, Any]:
+        """A finished fal request's output, as its result endpoint and its webhook both give it."""
+        size = len(self._video(task)) if self.video_factory else self.output_size  # type: ignore[arg-type]
+        video = {
+            "url": self._output_url(task),
+            "content_type": "video/mp4",
+            "file_name": "output.mp4",
+            "file_size": size,
+        }
+        return {"video": video}
+
     def _webhook_body(self, task: Task) -> dict[str, Any]:
         """What fal POSTs when a request finishes (docs.fal.ai, model-endpoints/webhooks)."""
         head = {"request_id": task.id, "gateway_request_id": task.id}
         phase = task.phase(time.monotonic())
         if phase == "succeed":
-            size = len(self._video(task)) if self.video_factory else self.output_size  # type: ignore[arg-type]
-            video = {
-                "url": self._output_url(task),
-                "content_type": "video/mp4",
-                "file_name": "output.mp4",
-                "file_size": size,
-            }
-            return {**head, "status": "OK", "payload": {"video": video}}
+            return {**head, "status": "OK", "payload": self._fal_output(task)}
         if phase == "moderate":
-            detail = [
-                {"loc": ["body", "image_url"], "msg": "content policy violation", "type": "content_policy_violation"}
-            ]
-            return {**head, "status": "ERROR", "error": "Invalid status code: 422", "payload": {"detail": detail}}
+            return {**head, "status": "ERROR", "error": "Invalid status code: 422", "payload": FAL_MODERATED}
         if phase == "canceled":
             return {**head, "status": "ERROR", "error": "Request was cancelled", "payload": None}
         return {**head, "status": "ERROR", "error": "Invalid status code: 500", "payload": {"detail": "Runner failed"}}
@@ -496,36 +501,14 @@ class Simulator:
                 if phase in ("queued", "running"):
                     return self._json(400, {"detail": "Request is still in progress"})
                 if phase == "moderate":
-                    return self._json(
-                        422,
-                        {
-                            "detail": [
-                                {
-                                    "loc": ["body", "image_url"],
-                                    "msg": "content policy violation",
-                                    "type": "content_policy_violation",
-                                }
-                            ]
-                        },
-                    )
+                    return self._json(422, FAL_MODERATED)
                 if phase != "succeed":
                     return self._json(
                         500,
                         {"detail": "Runner failed", "error_type": "runner_server_error"},
                         {"X-Fal-Retryable": "false"},
                     )
-                size = len(sim._video(task)) if sim.video_factory else sim.output_size  # type: ignore[arg-type]
-                return self._json(
-                    200,
-                    {
-                        "video": {
-                            "url": sim._output_url(task),
-                            "content_type": "video/mp4",
-                            "file_name": "output.mp4",
-                            "file_size": size,
-                        }
-                    },
-                )
+                return self._json(200, sim._fal_output(task))
 
             # runway
             def _runway(self, method: str, path: str) -> None:

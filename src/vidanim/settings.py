@@ -130,6 +130,11 @@ class Settings(DatabaseSettings):
     def jwks_urls(self) -> list[str]:
         return [u.strip() for u in self.fal_webhook_jwks_urls.split(",") if u.strip()]
 
+    @property
+    def fal_webhooks(self) -> bool:
+        """Whether fal submissions ask for webhooks (a public URL and a fal key are set)."""
+        return bool(self.webhook_public_url) and self.fal_key is not None
+
     def fal_webhook_url(self, job_id: object) -> str | None:
         """Where fal delivers a job's result, with the URL's token; None when webhooks are off."""
         if not self.webhook_public_url or self.fal_key is None:

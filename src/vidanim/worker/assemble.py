@@ -123,7 +123,7 @@ async def assembled(
         pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http, metrics=metrics)
         worker = Worker(settings=settings, db=db, pipeline=pipeline)
         hooks = None
-        if settings.webhook_public_url and settings.fal_key is not None:
+        if settings.fal_webhooks and settings.fal_key is not None:
             keys = JwksKeys(settings.jwks_urls(), http)
             hooks = FalWebhooks(
                 FalWebhookVerifier(keys),

@@ -251,10 +251,7 @@ class JobPipeline:
             log_event(log, "provider.fallback", logging.WARNING, **self._fields(job, provider=name))
         if busy and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):
             # Every provider that could take the job is at its cap: look again shortly.
-            delay = self.settings.provider_busy_wait_seconds
-            log_event(log, "job.waiting", **self._fields(job, reason="provider_busy", retry_in=delay))
-            with contextlib.suppress(Conflict):
-                await self.db.defer(job.id, self.worker_id, delay, "provider_busy")
+            await self._wait(job, "provider_busy", self.settings.provider_busy_wait_seconds)
             return None
         if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):
             # No provider could take the job, and none of it was the request's fault.
@@ -264,12 +261,12 @@ class JobPipeline:
         return None
 
     # submissions whose answer was lost ---------------------------------------------------
-    def _webhook_url(self, job: Job, provider: str) -> str | None:
-        return self.settings.fal_webhook_url(job.id) if provider == "fal" else None
-
-    def _webhooks(self, provider: Provider) -> bool:
+    def _webhooks(self, provider: str | None) -> bool:
         """Whether the provider's tasks report by webhook (fal, with a public URL set)."""
-        return provider.name == "fal" and self.settings.webhook_public_url is not None
+        return provider == "fal" and self.settings.fal_webhooks
+
+    def _webhook_url(self, job: Job, provider: str) -> str | None:
+        return self.settings.fal_webhook_url(job.id) if self._webhooks(provider) else None
 
     async def _uncertain(self, job: Job, provider: str, exc: SubmissionUncertain) -> None:
         """Count it and let the job wait: for the task's webhook (adoption), then one more try.
@@ -277,8 +274,9 @@ class JobPipeline:
         With webhooks the wait is long enough for the provider to finish the task it may
         run; without them nothing can name that task, so the job waits a retry's backoff.
         """
-        webhooks = self._webhook_url(job, provider) is not None
-        wait = self.settings.uncertain_submission_wait_seconds if webhooks else self._delay(job.attempts)
+        wait = (
+            self.settings.uncertain_submission_wait_seconds if self._webhooks(provider) else self._delay(job.attempts)
+        )
         log_event(
             log,
             "provider.submission_uncertain",
@@ -310,11 +308,8 @@ class JobPipeline:
             )
             return True
         left = job.created_at.timestamp() + self.settings.job_deadline_seconds - time.time()
-        if self._webhook_url(job, job.provider or "") is not None and left > 0:
-            delay = min(self.settings.uncertain_submission_wait_seconds, left)
-            log_event(log, "job.waiting", **self._fields(job, reason="submission_uncertain", retry_in=round(delay)))
-            with contextlib.suppress(Conflict):
-                await self.db.defer(job.id, self.worker_id, delay, "submission_uncertain")
+        if self._webhooks(job.provider) and left > 0:
+            await self._wait(job, "submission_uncertain", min(self.settings.uncertain_submission_wait_seconds, left))
             return False
         await self._fail(job, "submission_uncertain", UNAVAILABLE)
         return False
@@ -355,10 +350,7 @@ class JobPipeline:
         """The day's spend is at the cap: wait in queued until the next UTC day (a raised cap wakes it)."""
         now = datetime.now(UTC)
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-        delay = (midnight - now).total_seconds() + 1
-        log_event(log, "job.waiting", **self._fields(job, reason="budget_reached", retry_in=round(delay)))
-        with contextlib.suppress(Conflict):
-            await self.db.defer(job.id, self.worker_id, delay, "budget_reached")
+        await self._wait(job, "budget_reached", (midnight - now).total_seconds() + 1)
 
     # circuit breakers -------------------------------------------------------------------
     async def _usable_providers(self, job: Job) -> list[tuple[str, bool]]:
@@ -418,9 +410,7 @@ class JobPipeline:
         else:
             dues = [b.open_until.timestamp() - now for b in mine if b is not None and b.open_until is not None]
             delay = min(max(min(dues, default=self.settings.breaker_open_seconds), WAIT_FLOOR_SECONDS), 86400.0)
-        log_event(log, "job.waiting", **self._fields(job, reason="providers_unavailable", retry_in=round(delay, 3)))
-        with contextlib.suppress(Conflict):
-            await self.db.defer(job.id, self.worker_id, delay, "providers_unavailable")
+        await self._wait(job, "providers_unavailable", delay)
 
     async def _providers_accepting(self, job: Job, image_url: str, names: list[str]) -> list[str]:
         """Which of `names` document limits this job's image meets; none when unknown."""
@@ -478,11 +468,7 @@ class JobPipeline:
         if provider is None:
             log_event(log, "provider.orphan_left", logging.WARNING, **fields, reason="provider not configured")
             return
-        try:
-            await provider.cancel(request_id)
-            log_event(log, "provider.orphan_canceled", logging.WARNING, **fields)
-        except ProviderError as exc:
-            log_event(log, "provider.cancel_failed", logging.WARNING, **fields, reason=exc.message)
+        await self._cancel(provider, request_id, fields, "provider.orphan_canceled", logging.WARNING)
 
     async def _give_up(self, job: Job, errors: list[ProviderError]) -> None:
         transient = any(isinstance(e, TransientProviderError) for e in errors)
@@ -520,7 +506,7 @@ class JobPipeline:
         """
         started = job.started_at.timestamp() if job.started_at else time.time()
         deadline = started + self.settings.job_deadline_seconds
-        webhooks = self._webhooks(provider)
+        webhooks = self._webhooks(provider.name)
         interval = self.settings.fal_webhook_poll_seconds if webhooks else provider.poll_interval
         next_poll = time.monotonic() + interval if webhooks and fresh else 0.0
         failures = 0
@@ -711,11 +697,14 @@ class JobPipeline:
                 if attempt >= DELIVERY_ATTEMPTS:
                     # The video is made and paid for: wait and fetch it again later (a fresh
                     # poll hands out a fresh URL), never submit the job a second time.
-                    log_event(log, "job.waiting", logging.WARNING, **fields, reason="output_unavailable")
-                    with contextlib.suppress(Conflict):
-                        await self.db.defer(
-                            job.id, self.worker_id, self.settings.storage_wait_seconds, "output_unavailable"
-                        )
+                    await self._wait(
+                        job,
+                        "output_unavailable",
+                        self.settings.storage_wait_seconds,
+                        logging.WARNING,
+                        provider=provider.name,
+                        task_id=task_id,
+                    )
                     return
                 log_event(log, "upload.retry", logging.WARNING, **fields, reason=str(exc))
                 if isinstance(exc, OutputUnavailable):
@@ -769,10 +758,19 @@ class JobPipeline:
             event, level, reason = "storage.unavailable", logging.WARNING, "Storage is not available"
         delay = self.settings.storage_wait_seconds
         log_event(log, event, level, **fields, status=exc.status, code=exc.code, reason=reason, retry_in=delay)
-        with contextlib.suppress(Conflict):
-            await self.db.defer(job.id, self.worker_id, delay, "storage_unavailable")
+        await self._defer(job, "storage_unavailable", delay)
 
     # helpers -------------------------------------------------------------------------------
+    async def _wait(self, job: Job, reason: str, delay: float, level: int = logging.INFO, **extra: Any) -> None:
+        """Leave the job to wait `delay` seconds for what is not the user's doing, saying why (a
+        `waiting_reason` code); logged as `job.waiting`."""
+        log_event(log, "job.waiting", level, **self._fields(job, reason=reason, retry_in=round(delay, 3), **extra))
+        await self._defer(job, reason, delay)
+
+    async def _defer(self, job: Job, reason: str, delay: float) -> None:
+        with contextlib.suppress(Conflict):  # canceled or taken over meanwhile: nothing to leave
+            await self.db.defer(job.id, self.worker_id, delay, reason)
+
     async def _fail(
         self, job: Job, code: str, message: str, raw: str | None = None, *, task: tuple[str, str] | None = None
     ) -> None:
@@ -793,16 +791,22 @@ class JobPipeline:
         self.metrics.observe_end(provider, "failed", code, job.attempts)
 
     async def _cancel_task(self, job: Job, provider: Provider, task_id: str) -> None:
+        await self._cancel(provider, task_id, self._fields(job, provider=provider.name, task_id=task_id))
+
+    async def _cancel(
+        self,
+        provider: Provider,
+        task_id: str,
+        fields: dict[str, Any],
+        event: str = "provider.canceled",
+        level: int = logging.INFO,
+    ) -> None:
+        """Ask the provider to stop a task (best effort), and log what came of it as `event`."""
         try:
             await provider.cancel(task_id)
-            log_event(log, "provider.canceled", **self._fields(job, provider=provider.name, task_id=task_id))
+            log_event(log, event, level, **fields)
         except ProviderError as exc:
-            log_event(
-                log,
-                "provider.cancel_failed",
-                logging.WARNING,
-                **self._fields(job, provider=provider.name, task_id=task_id, reason=exc.message),
-            )
+            log_event(log, "provider.cancel_failed", logging.WARNING, **fields, reason=exc.message)
 
     def _delay(self, attempt: int, retry_after: float | None = None) -> float:
         return backoff_delay(

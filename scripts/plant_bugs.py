@@ -276,6 +276,13 @@ PLANTS = [
         "tests/worker/test_webhooks.py::"
         "test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_job_without_its_url_token",
     ),
+    Plant(
+        "a submission whose answer was lost gives its budget reservation back",
+        "src/vidanim/worker/pipeline.py",
+        "            if not isinstance(exc, SubmissionUncertain):",
+        "            if True:",
+        "tests/worker/test_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
+    ),
 ]
 
 

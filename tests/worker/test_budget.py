@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -94,3 +95,47 @@ def test_raising_the_cap_wakes_the_jobs_waiting_for_budget(users, db, sim, stora
     asyncio.run(run())
     row = users.job(job["id"])
     assert (row["status"], row["estimated_cost_usd"]) == ("completed", Decimal("0.2800"))
+
+
+def committed_today(db) -> Decimal:
+    with db.connect() as conn:
+        rows = service(conn, "select coalesce(sum(committed_usd), 0) as usd from public.get_video_spend(1)")
+    return Decimal(rows[0]["usd"])
+
+
+async def test_a_submission_that_certainly_started_nothing_gives_its_reservation_back(users, db, settings_for):
+    from tests.worker.conftest import running
+    from vidanim.ports import free_port
+
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(100)")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    nobody_listens = f"http://127.0.0.1:{free_port()}"  # every connection refused: no request ever sent
+    async with running(settings_for(providers="fal", fal_queue_url=nobody_listens, submit_attempts=2)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert (users.job(job["id"])["status"], users.job(job["id"])["waiting_reason"]) == (
+        "queued",
+        "providers_unavailable",
+    )
+    assert committed_today(db) == 0, "nothing can have been paid, nothing stays reserved"
+
+
+async def test_a_submission_whose_answer_was_lost_keeps_its_reservation(users, db, sim, settings_for):
+    from tests.worker.conftest import running
+
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(100)")
+    sim.drop_reply_next("fal.submit")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers="fal")) as app:
+        for _ in range(50):  # the job waits a retry's backoff after the lost answer, then goes again
+            await app.worker.run(until_idle=True, install_signals=False)
+            if users.job(job["id"])["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider_submissions"]) == ("completed", 2)
+    assert len(sim.submissions) == 2
+    assert committed_today(db) == 2 * row["estimated_cost_usd"], "the lost one may be paid: it stays counted"

@@ -24,6 +24,7 @@ from vidanim.providers.base import (
     ProviderError,
     ProviderHttp,
     Submission,
+    SubmissionUncertain,
     TaskState,
     TaskStatus,
     TransientProviderError,
@@ -173,7 +174,8 @@ class FalProvider:
         data = response.json()
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not request_id:
-            raise TransientProviderError("fal accepted the request without a request_id", code="fal_bad_response")
+            # accepted, so perhaps running and paid, but we cannot know it: an answer lost
+            raise SubmissionUncertain("fal accepted the request without a request_id", code="fal_bad_response")
         return Submission(provider=NAME, task_id=request_id, raw_status=str(data.get("status") or "IN_QUEUE"))
 
     async def status(self, task_id: str) -> TaskStatus:

@@ -24,6 +24,7 @@ from vidanim.providers.base import (
     ProviderError,
     ProviderHttp,
     Submission,
+    SubmissionUncertain,
     TaskState,
     TaskStatus,
     TransientProviderError,
@@ -164,7 +165,8 @@ class RunwayProvider:
         response = await self._http.request("POST", "/v1/image_to_video", submit=True, json=body)
         task_id = response.json().get("id")
         if not isinstance(task_id, str) or not task_id:
-            raise TransientProviderError("runway accepted the task without an id", code="runway_bad_response")
+            # accepted, so perhaps running and paid, but we cannot know it: an answer lost
+            raise SubmissionUncertain("runway accepted the task without an id", code="runway_bad_response")
         return Submission(provider=NAME, task_id=task_id, raw_status="PENDING")
 
     async def check_credentials(self) -> str:

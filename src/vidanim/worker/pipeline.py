@@ -318,9 +318,10 @@ class JobPipeline:
     async def _paid_submit(self, job: Job, name: str, provider: Provider, image_url: str) -> Submission:
         """Reserve the submission's estimated cost under the daily cap, then submit.
 
-        The reservation is given back when the provider answered without starting a
-        task (a refusal, an HTTP error); a timeout or a lost connection may have started
-        a paid task, so its reservation stays.
+        The reservation is given back when the submission certainly started nothing (an
+        HTTP error, a connection never made, a request never fully sent); only a
+        submission whose answer was lost (SubmissionUncertain) may have started a paid
+        task, so its reservation stays.
         """
         cost = estimate_cost(
             name,
@@ -340,7 +341,7 @@ class JobPipeline:
             )
         except ProviderError as exc:
             self.metrics.observe_call(name, "submit", outcome_of(exc), time.monotonic() - started)
-            if not isinstance(exc, TransientProviderError) or exc.status_code is not None:
+            if not isinstance(exc, SubmissionUncertain):
                 await self.db.release_spend(job.id, name, cost)
             raise
         self.metrics.observe_call(name, "submit", "ok", time.monotonic() - started)

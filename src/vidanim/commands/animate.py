@@ -50,11 +50,16 @@ def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimCl
 BAR_WIDTH = 20
 
 
-def describe(view: JobView) -> str:
-    """The job's state in a few words: status, provider status, place in the queue, why it waits."""
+def describe(view: JobView, *, text_bar: bool = False) -> str:
+    """The job's state in a few words: status, provider status, its progress as a bar of text
+    (with `text_bar`) or else its place in the queue, and why it waits."""
     job = view.job
     text = job.status + (f" [{job.provider}: {job.provider_status}]" if job.provider_status else "")
-    if job.queue_position is not None and job.status == "processing" and job.progress is None:
+    if job.status == "processing" and job.progress is not None:
+        if text_bar:
+            filled = round(job.progress / 100 * BAR_WIDTH)
+            text += f" {'█' * filled}{'░' * (BAR_WIDTH - filled)} {job.progress:3d}%"
+    elif job.status == "processing" and job.queue_position is not None:
         text += f" (place {job.queue_position} in the provider's queue)"
     return text + (f" (waiting: {job.waiting_message})" if job.waiting_message else "")
 
@@ -95,16 +100,8 @@ class LiveProgress:
 
 
 def progress_line(view: JobView) -> str:
-    """One line per change: status, provider status, a bar when the provider reports progress."""
-    job = view.job
-    raw = f" [{job.provider}: {job.provider_status}]" if job.provider_status else ""
-    if job.progress is not None and job.status == "processing":
-        filled = round(job.progress / 100 * BAR_WIDTH)
-        raw += f" {'█' * filled}{'░' * (BAR_WIDTH - filled)} {job.progress:3d}%"
-    elif job.queue_position is not None and job.status == "processing":
-        raw += f" (place {job.queue_position} in the provider's queue)"
-    waiting = f" (waiting: {job.waiting_message})" if job.waiting_message else ""
-    return f"  {job.status}{raw}{waiting}"
+    """One line per change (off a terminal): the job described, with a bar of text for its progress."""
+    return "  " + describe(view, text_bar=True)
 
 
 def animate(

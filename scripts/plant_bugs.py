@@ -283,6 +283,64 @@ PLANTS = [
         "            if True:",
         "tests/worker/test_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
     ),
+    Plant(
+        "a finished video for a queued job without a task is not adopted (a second task is paid)",
+        "supabase/migrations/0031_provider_deliveries.sql",
+        " or p_status = 'OK') then",
+        ") then",
+        "tests/db/test_provider_deliveries.py::"
+        "test_a_finished_video_for_a_queued_job_without_a_task_is_adopted_even_before_its_answer",
+    ),
+    Plant(
+        "the answer naming the task the job already adopted is refused (and its task canceled)",
+        "supabase/migrations/0030_job_submissions.sql",
+        "    return 'held';",
+        "    null;",
+        "tests/db/test_provider_deliveries.py::"
+        "test_a_finished_video_for_a_queued_job_without_a_task_is_adopted_even_before_its_answer",
+    ),
+    Plant(
+        "a lost answer is not counted as uncertain",
+        "supabase/migrations/0030_job_submissions.sql",
+        "         uncertain_submissions = j.uncertain_submissions + 1",
+        "         uncertain_submissions = j.uncertain_submissions",
+        "tests/db/test_provider_deliveries.py::test_a_job_waiting_after_a_lost_answer_adopts_the_request_its_delivery_names",
+    ),
+    Plant(
+        "a new provider status keeps the old queue place",
+        "supabase/migrations/0032_progress_follows_status.sql",
+        "    new.progress := null;\n    new.queue_position := null;",
+        "    null;",
+        "tests/worker/test_progress.py::test_a_new_provider_status_clears_the_progress_read_with_the_old_one",
+    ),
+    Plant(
+        "an orphan delivery's request is left running at fal",
+        "src/vidanim/worker/http.py",
+        '        elif outcome == "orphan":',
+        "        elif False:",
+        "tests/worker/test_webhooks.py::test_late_deliveries_for_a_completed_job_are_duplicates_or_canceled_orphans",
+    ),
+    Plant(
+        "fal's keys are cached far longer than 24 h",
+        "src/vidanim/webhooks/fal.py",
+        "self.clock() - self.fetched_at >= self.max_age:",
+        "self.clock() - self.fetched_at >= 10 * self.max_age:",
+        "tests/webhooks/test_fal.py::test_keys_are_fetched_again_after_24_hours",
+    ),
+    Plant(
+        "the webhook endpoint reads bodies of any size",
+        "src/vidanim/worker/http.py",
+        "            body = await read_body(request, MAX_BODY_BYTES)",
+        "            body = await read_body(request, 100 * MAX_BODY_BYTES)",
+        "tests/worker/test_webhooks.py::test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it",
+    ),
+    Plant(
+        "the worker never reads a recorded delivery (it waits for the fallback poll)",
+        "src/vidanim/worker/pipeline.py",
+        "        delivery = await self.db.delivery(job.id)",
+        "        delivery = None",
+        "tests/worker/test_webhooks.py::test_a_fal_job_completes_through_its_webhook_without_a_single_poll",
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ and service_role). Every test using `db` (every test that touches SQL) runs unde
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ class Database:
 
 def _dsn_for(admin_dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=dbname)
+
+
+@pytest.fixture(autouse=True)
+def _vidanim_log_handlers() -> Iterator[None]:
+    """A CLI test configures logging onto its runner's stderr, closed when it ends: put back
+    the handlers it found, so later tests do not log into a closed stream."""
+    logger = logging.getLogger("vidanim")
+    handlers, level = logger.handlers[:], logger.level
+    yield
+    logger.handlers[:], logger.level = handlers, level
 
 
 @pytest.fixture(scope="session")

@@ -71,14 +71,18 @@ async def test_a_crash_between_upload_and_status_update_leaves_one_object_and_a_
 async def test_a_worker_that_lost_its_lease_cancels_the_task_it_created(users, settings_for, db, sim, events):
     user, path = users.user_with_image()
     job = users.request(user, path)
-    sim.latency = 0.3  # the submission is slow ...
+    create_task = sim._new_task
+
+    def taken_over_while_submitting(*args, **kwargs):
+        # While fal creates the task, and before the worker hears of it, another worker
+        # takes the job over: the moment is fixed, not left to a sleep.
+        steal_lease(db, job["id"])
+        return create_task(*args, **kwargs)
+
+    sim._new_task = taken_over_while_submitting
     settings = settings_for(worker_lease_seconds=2)
     async with running(settings) as app:
-        runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
-        await asyncio.sleep(0.1)
-        # ... and meanwhile another worker takes the job over.
-        steal_lease(db, job["id"])
-        await asyncio.wait_for(runner, 10)
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 10)
     assert users.job(job["id"])["provider_task_id"] is None
     ((_, task_id, _),) = sim.submissions
     assert sim.cancels == [("fal", task_id)]

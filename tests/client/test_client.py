@@ -11,7 +11,6 @@ import contextlib
 import json
 import re
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -182,14 +181,19 @@ def test_wait_follows_the_job_to_its_end(make_client, conn, db):
     client = make_client(user)
     job = client.request_animation(client.upload_image(PNG, name="a.png"))
     seen = []
+    watched = threading.Event()
+
+    def watch(view) -> None:
+        seen.append(view.status)
+        watched.set()
 
     def worker() -> None:
-        time.sleep(0.3)
+        watched.wait(10)  # the client has seen the job queued
         with db.connect() as c:
             complete(c, job)
 
     threading.Thread(target=worker).start()
-    view = client.wait(job.id, timeout=10, poll_seconds=0.05, on_change=lambda v: seen.append(v.status))
+    view = client.wait(job.id, timeout=10, poll_seconds=0.05, on_change=watch)
     assert view.status == "completed"
     assert view.video_url
     assert seen[0] == "queued"

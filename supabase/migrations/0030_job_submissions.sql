@@ -44,6 +44,34 @@ as $$
     'provider_submissions', 'uncertain_submissions']
 $$;
 
+-- Two rules the submission functions below share with the delivery function (0031).
+create or replace function vidanim_private.check_provider(p_provider text)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_provider is null or p_provider not in ('fal', 'runway') then
+    raise exception 'unknown provider %', coalesce(quote_literal(p_provider), 'null') using errcode = '22023';
+  end if;
+end
+$$;
+
+revoke execute on function vidanim_private.check_provider(text) from public;
+
+-- Whether the worker holds the queued job's lease now: a lease run out, or none, is nobody's.
+create or replace function vidanim_private.holds_queued_job(p_job public.video_jobs, p_worker_id text)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(p_job.status = 'queued' and p_job.locked_by = p_worker_id and p_job.locked_until > now(), false)
+$$;
+
+revoke execute on function vidanim_private.holds_queued_job(public.video_jobs, text) from public;
+
 -- Service role: the provider accepted a submission. It is counted whatever happens;
 -- the task is recorded (queued -> processing) only while the worker holds the queued
 -- job: 'recorded'. 'held': the job already holds this very task (its webhook was
@@ -65,9 +93,7 @@ declare
   v_job public.video_jobs;
 begin
   perform vidanim_private.check_worker_args(p_worker_id, 1);
-  if p_provider is null or p_provider not in ('fal', 'runway') then
-    raise exception 'unknown provider %', coalesce(quote_literal(p_provider), 'null') using errcode = '22023';
-  end if;
+  perform vidanim_private.check_provider(p_provider);
   if p_task_id is null or char_length(p_task_id) not between 1 and 255 then
     raise exception 'the task id must be 1-255 characters' using errcode = '22023';
   end if;
@@ -81,7 +107,7 @@ begin
   if v_job.provider = p_provider and v_job.provider_task_id = p_task_id then
     return 'held';
   end if;
-  if v_job.status <> 'queued' or v_job.locked_by is distinct from p_worker_id or v_job.locked_until <= now() then
+  if not vidanim_private.holds_queued_job(v_job, p_worker_id) then
     return 'refused';
   end if;
   perform public.service_update_video_job_status(
@@ -117,9 +143,7 @@ declare
   v_job public.video_jobs;
 begin
   perform vidanim_private.check_worker_args(p_worker_id, 1);
-  if p_provider is null or p_provider not in ('fal', 'runway') then
-    raise exception 'unknown provider %', coalesce(quote_literal(p_provider), 'null') using errcode = '22023';
-  end if;
+  perform vidanim_private.check_provider(p_provider);
   if p_wait_seconds is null or p_wait_seconds < 0 or p_wait_seconds > 86400 then
     raise exception 'wait must be between 0 and 86400 seconds' using errcode = '22023';
   end if;
@@ -132,7 +156,7 @@ begin
          uncertain_submissions = j.uncertain_submissions + 1
    where j.id = p_job_id
   returning j.* into v_job;
-  if v_job.status <> 'queued' or v_job.locked_by is distinct from p_worker_id or v_job.locked_until <= now() then
+  if not vidanim_private.holds_queued_job(v_job, p_worker_id) then
     return v_job;  -- counted; the job is another worker's (or ended) now
   end if;
   update public.video_jobs j

@@ -65,9 +65,7 @@ begin
   if p_job_id is null then
     raise exception 'p_job_id is required' using errcode = '22023';
   end if;
-  if p_provider is null or p_provider not in ('fal', 'runway') then
-    raise exception 'unknown provider %', coalesce(quote_literal(p_provider), 'null') using errcode = '22023';
-  end if;
+  perform vidanim_private.check_provider(p_provider);
   if p_request_id is null or char_length(p_request_id) not between 1 and 255 then
     raise exception 'the request id must be 1-255 characters' using errcode = '22023';
   end if;

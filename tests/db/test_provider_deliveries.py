@@ -185,6 +185,16 @@ def test_an_uncertain_submission_by_a_worker_without_the_lease_is_counted_only(c
     assert (after["locked_by"], after["provider_status"], after["uncertain_submissions"]) == ("w1", None, 1)
 
 
+def test_a_lease_without_an_end_is_nobodys_so_neither_record_takes_the_job(conn):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    conn.execute("update public.video_jobs set locked_until = null where id = %s", (row["id"],))
+    assert service(conn, SUBMITTED, (row["id"], "w1", "fal", "req-1", "IN_QUEUE"))[0]["outcome"] == "refused"
+    after = service(conn, UNCERTAIN, (row["id"], "w1", "fal", 600))[0]
+    assert (after["status"], after["provider_task_id"], after["provider_status"]) == ("queued", None, None)
+    assert (after["provider_submissions"], after["uncertain_submissions"]) == (2, 1)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

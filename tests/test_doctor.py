@@ -186,3 +186,15 @@ def test_webhooks_that_cannot_work_fail_the_doctor(env, sim, settings, detail):
     assert code == 1
     assert checks["fal webhooks"]["ok"] is False
     assert detail in checks["fal webhooks"]["detail"]
+
+
+def test_a_worker_given_a_public_url_but_no_http_server_refuses_to_start_in_one_line(env):
+    env.setenv("VIDANIM_WEBHOOK_PUBLIC_URL", "https://hooks.example.test")
+    env.delenv("VIDANIM_HTTP_PORT", raising=False)
+    result = runner.invoke(app, ["worker", "--until-idle"])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: VIDANIM_WEBHOOK_PUBLIC_URL needs the worker's HTTP server: set VIDANIM_HTTP_PORT"
+        " (and route the public URL to it)"
+    ]

@@ -116,6 +116,20 @@ async def test_a_timestamp_more_than_300_s_away_is_stale(sim, http, offset):
     assert "stale" in refused.value.reason
 
 
+@pytest.mark.parametrize("timestamp", ["soon", "1.8e9", "1800000000.5", " "])
+async def test_a_timestamp_that_is_not_whole_seconds_is_refused_even_when_signed(sim, verifier, timestamp):
+    body = body_of()
+    headers = {
+        HEADER_REQUEST_ID: REQUEST_ID,
+        HEADER_USER_ID: USER,
+        HEADER_TIMESTAMP: timestamp,
+        HEADER_SIGNATURE: sign(sim.webhooks.key, REQUEST_ID, USER, timestamp, body),
+    }
+    with pytest.raises(WebhookRefused) as refused:
+        await verifier.verify(headers, body)
+    assert (refused.value.status, refused.value.reason) == (401, "the timestamp is not a number of seconds")
+
+
 @pytest.mark.parametrize("offset", [-300, -299, 0, 299, 300])
 async def test_a_timestamp_within_300_s_is_accepted(sim, http, offset):
     verifier = FalWebhookVerifier(JwksKeys([sim.jwks_url], http), clock=lambda: float(NOW))

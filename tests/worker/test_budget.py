@@ -11,6 +11,8 @@ from collections import Counter
 from decimal import Decimal
 
 from tests.db.helpers import service
+from tests.worker.conftest import running
+from vidanim.ports import free_port
 from vidanim.pricing import estimate_cost
 
 
@@ -72,10 +74,6 @@ def test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap(users
 
 
 def test_raising_the_cap_wakes_the_jobs_waiting_for_budget(users, db, sim, storage_dir, settings_for):
-    import asyncio
-
-    from tests.worker.conftest import running
-
     with db.connect() as conn:
         service(conn, "select public.set_video_daily_budget(0)")
     user, path = users.user_with_image()
@@ -104,8 +102,6 @@ def committed_today(db) -> Decimal:
 
 
 async def test_a_submission_that_certainly_started_nothing_gives_its_reservation_back(users, db, settings_for):
-    from tests.worker.conftest import running
-    from vidanim.ports import free_port
 
     with db.connect() as conn:
         service(conn, "select public.set_video_daily_budget(100)")
@@ -122,7 +118,6 @@ async def test_a_submission_that_certainly_started_nothing_gives_its_reservation
 
 
 async def test_a_submission_whose_answer_was_lost_keeps_its_reservation(users, db, sim, settings_for):
-    from tests.worker.conftest import running
 
     with db.connect() as conn:
         service(conn, "select public.set_video_daily_budget(100)")

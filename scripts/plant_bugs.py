@@ -341,6 +341,66 @@ PLANTS = [
         "        delivery = None",
         "tests/worker/test_webhooks.py::test_a_fal_job_completes_through_its_webhook_without_a_single_poll",
     ),
+    Plant(
+        "the lease rule lets a lease without an end through (a NULL comparison read as held)",
+        "supabase/migrations/0030_job_submissions.sql",
+        "  select coalesce(p_job.status = 'queued' and p_job.locked_by = p_worker_id"
+        " and p_job.locked_until > now(), false)",
+        "  select not (p_job.status <> 'queued' or p_job.locked_by is distinct from p_worker_id"
+        " or p_job.locked_until <= now())",
+        "tests/db/test_provider_deliveries.py::test_a_lease_without_an_end_is_nobodys_so_neither_record_takes_the_job",
+    ),
+    Plant(
+        "a submission's lost answer is treated as an ordinary transient error",
+        "src/vidanim/providers/base.py",
+        "    if submit and isinstance(exc, ANSWER_LOST):",
+        "    if False:",
+        "tests/providers/test_base.py::test_a_submission_whose_connection_closes_after_the_task_started_is_uncertain",
+    ),
+    Plant(
+        "fal answering 200 without a request id is retried as if nothing started",
+        "src/vidanim/providers/fal.py",
+        '            raise SubmissionUncertain("fal accepted',
+        '            raise TransientProviderError("fal accepted',
+        "tests/providers/test_base.py::test_an_accepted_submission_without_a_task_id_is_uncertain",
+    ),
+    Plant(
+        "a connection never made counts as a lost answer (its budget reservation kept, its retry bounded)",
+        "src/vidanim/providers/base.py",
+        "ANSWER_LOST = (httpx.ReadTimeout,",
+        "ANSWER_LOST = (httpx.ConnectError, httpx.ReadTimeout,",
+        "tests/providers/test_base.py::test_a_submission_that_never_connected_is_only_transient",
+    ),
+    Plant(
+        "every request, status polls too, is treated as a submission",
+        "src/vidanim/providers/base.py",
+        "*, submit: bool = False, **kwargs: Any) -> httpx.Response:",
+        "*, submit: bool = True, **kwargs: Any) -> httpx.Response:",
+        "tests/providers/test_base.py::test_a_status_poll_that_timed_out_is_only_transient",
+    ),
+    Plant(
+        "a webhook timestamp that is not a number is read as 0 (refused as stale, for the wrong reason)",
+        "src/vidanim/webhooks/fal.py",
+        '            raise WebhookRefused(401, "the timestamp is not a number of seconds") from None',
+        "            sent = 0",
+        "tests/webhooks/test_fal.py::test_a_timestamp_that_is_not_whole_seconds_is_refused_even_when_signed",
+    ),
+    Plant(
+        "a worker given a public webhook URL but no HTTP server starts anyway (fal's deliveries go nowhere)",
+        "src/vidanim/worker/assemble.py",
+        "    if settings.webhook_public_url and settings.http_port is None:",
+        "    if False:",
+        "tests/test_doctor.py::test_a_worker_given_a_public_url_but_no_http_server_refuses_to_start_in_one_line",
+    ),
+    Plant(
+        "a worker whose job moved on while it submitted leaves the new task running (and paid)",
+        "src/vidanim/worker/pipeline.py",
+        '**self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),\n'
+        "            )\n            await self._cancel_task(job, provider, submission.task_id)",
+        '**self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),\n'
+        "            )",
+        "tests/worker/test_crashes.py::test_a_worker_that_lost_its_lease_cancels_the_task_it_created",
+    ),
 ]
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.db.helpers import claim, raises_sqlstate, request_job, service
+from tests.db.helpers import claim, job_row, raises_sqlstate, request_job, service, usage
 from tests.support.postgrest import as_user
 from tests.support.seed import create_user, put_input_image, set_limits
 
@@ -98,3 +98,104 @@ def test_a_user_cannot_set_or_read_the_budget(conn):
         with raises_sqlstate("42501"), as_user(conn, user) as cur:
             cur.execute(query)
     assert service(conn, "select public.get_video_daily_budget() as cap") == [{"cap": None}]
+
+
+# A cancel during a submission (0033): settled by the worker, never refunded blind --------------
+
+RELEASE = "select public.release_video_spend(%s, %s, %s)"
+RECORD = "select public.record_video_job_submission(%s, %s, %s, %s, 'IN_QUEUE') as outcome"
+ACQUIRE = "select public.acquire_video_provider_slot(%s, %s, %s) as acquired"
+
+
+def _user_job(conn, worker: str = "w1") -> tuple[object, dict]:
+    user = create_user(conn)
+    path = put_input_image(conn, user)
+    job = request_job(conn, user, path)
+    claim(conn, worker, limit=1)
+    return user, job
+
+
+def _cancel(conn, user, job) -> None:
+    with as_user(conn, user) as cur:
+        cur.execute("select public.cancel_video_job(%s)", (job["id"],))
+
+
+def _expire_lease(conn, job) -> None:
+    conn.execute("update public.video_jobs set locked_until = now() - interval '1 second' where id = %s", (job["id"],))
+
+
+def test_a_cancel_before_the_reservation_refunds_at_once_and_the_reservation_is_refused(conn):
+    user, job = _user_job(conn)
+    _cancel(conn, user, job)
+    assert usage(conn, user) == 0
+    with raises_sqlstate("PT409"):
+        service(conn, RESERVE, (job["id"], "w1", "fal", Decimal("0.28")))
+    assert _committed(conn) == 0
+
+
+def test_a_cancel_during_a_submission_keeps_the_unit_until_the_release_gives_both_back(conn):
+    user, job = _user_job(conn)
+    service(conn, RESERVE, (job["id"], "w1", "fal", Decimal("0.28")))
+    _cancel(conn, user, job)
+    assert job_row(conn, job["id"])["status"] == "canceled", "the cancel is recorded at once"
+    assert usage(conn, user) == 1, "the unit waits for what the submission did"
+    service(conn, RELEASE, (job["id"], "fal", Decimal("0.28")))  # the provider certainly created nothing
+    assert (usage(conn, user), _committed(conn)) == (0, 0)
+    assert job_row(conn, job["id"])["estimated_cost_usd"] is None
+
+
+def test_a_task_created_for_a_job_canceled_during_its_submission_keeps_the_unit_and_the_spend(conn):
+    user, job = _user_job(conn)
+    service(conn, RESERVE, (job["id"], "w1", "fal", Decimal("0.28")))
+    _cancel(conn, user, job)
+    (row,) = service(conn, RECORD, (job["id"], "w1", "fal", "task-1"))
+    assert row["outcome"] == "refused", "the worker must cancel the task"
+    service(conn, RELEASE, (job["id"], "fal", Decimal("0.28")))  # a late release finds nothing to give back
+    assert (usage(conn, user), _committed(conn)) == (1, Decimal("0.28"))
+
+
+def test_a_release_gives_back_once(conn):
+    _, job = _user_job(conn)
+    _, other = _user_job(conn)
+    service(conn, RESERVE, (job["id"], "w1", "fal", Decimal("0.28")))
+    service(conn, RESERVE, (other["id"], "w1", "fal", Decimal("0.28")))
+    service(conn, RELEASE, (job["id"], "fal", Decimal("0.28")))
+    service(conn, RELEASE, (job["id"], "fal", Decimal("0.28")))
+    assert _committed(conn) == Decimal("0.28"), "the second release of one reservation gives nothing back"
+
+
+def test_a_release_gives_back_to_the_provider_it_was_reserved_at(conn):
+    _, fal_job = _user_job(conn)
+    _, runway_job = _user_job(conn)
+    service(conn, RESERVE, (fal_job["id"], "w1", "fal", Decimal("1.00")))
+    service(conn, RESERVE, (runway_job["id"], "w1", "runway", Decimal("0.50")))
+    spend = "select provider, committed_usd, submissions from public.get_video_spend(1)"
+    service(conn, RELEASE, (runway_job["id"], "fal", Decimal("0.50")))  # not where it was reserved: nothing
+    assert service(conn, spend) == [
+        {"provider": "fal", "committed_usd": Decimal("1.0000"), "submissions": 1},
+        {"provider": "runway", "committed_usd": Decimal("0.5000"), "submissions": 1},
+    ]
+    service(conn, RELEASE, (fal_job["id"], "fal", Decimal("1.00")))
+    assert service(conn, spend) == [
+        {"provider": "fal", "committed_usd": Decimal("0.0000"), "submissions": 0},
+        {"provider": "runway", "committed_usd": Decimal("0.5000"), "submissions": 1},
+    ]
+
+
+def test_a_cancel_after_the_reserving_worker_lost_its_lease_refunds_at_once(conn):
+    user, job = _user_job(conn)
+    service(conn, RESERVE, (job["id"], "w1", "fal", Decimal("0.28")))
+    _expire_lease(conn, job)
+    _cancel(conn, user, job)
+    assert usage(conn, user) == 0, "no worker holds the job: nobody is left to settle"
+
+
+@pytest.mark.parametrize("query", [RESERVE, ACQUIRE])
+def test_reservations_and_slots_need_an_unexpired_lease_on_a_queued_job(conn, query):
+    _, job = _user_job(conn)
+    params = (job["id"], "w1", "fal", Decimal("0.28")) if query == RESERVE else (job["id"], "w1", "fal")
+    service(conn, "select public.set_video_provider_limit('fal', 5)")
+    assert service(conn, query, params), "the lease holder may"
+    _expire_lease(conn, job)
+    with raises_sqlstate("PT409"):
+        service(conn, query, params)

@@ -7,10 +7,15 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from decimal import Decimal
 
+import psycopg
+
 from tests.db.helpers import service
+from tests.support.postgrest import as_user
+from tests.support.seed import set_limits
 from tests.worker.conftest import running
 from vidanim.ports import free_port
 from vidanim.pricing import estimate_cost
@@ -134,3 +139,67 @@ async def test_a_submission_whose_answer_was_lost_keeps_its_reservation(users, d
     assert (row["status"], row["provider_submissions"]) == ("completed", 2)
     assert len(sim.submissions) == 2
     assert committed_today(db) == 2 * row["estimated_cost_usd"], "the lost one may be paid: it stays counted"
+
+
+def _eventually(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_cancels_timed_during_submission_never_give_a_user_more_paid_tasks_than_units_charged(
+    users, db, sim, storage_dir, tmp_path
+):
+    """The attack: a user cancels while the worker waits for fal's answer, again and again.
+
+    A real worker process, fal answering each submission 0.4 s after it created the
+    task, tasks that start at once (so a task canceled after fal's answer has run and is
+    paid). The user's daily limit is 2; the day's cap fits three tasks.
+    """
+    per_job = estimate_cost("fal", "fal-ai/kling-video/v2.1/standard/image-to-video", {})
+    sim.queue_seconds, sim.run_seconds = 0.0, 0.5
+    sim.submit_answer_delay["fal.submit"] = 0.4
+    attacker, path = users.user_with_image()
+    victim, victim_path = users.user_with_image()
+    with db.connect() as conn:
+        service(conn, "select public.set_video_daily_budget(%s)", (per_job * 3,))
+        set_limits(conn, attacker, 2, 2)
+    env = {**worker_env(db, sim, storage_dir), "VIDANIM_PROVIDERS": "fal", "VIDANIM_WORKER_ID": "attacked"}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidanim", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            attempts, refused = 0, None
+            for _ in range(8):
+                tasks_before, cancels_before = len(sim.tasks), len(sim.cancels)
+                try:
+                    job = users.request(attacker, path)
+                except psycopg.Error as exc:
+                    refused = exc.sqlstate
+                    break
+                attempts += 1
+                # fal has created the task and has not answered yet: now
+                if not _eventually(lambda n=tasks_before: len(sim.tasks) > n, timeout=10):
+                    break  # the job waits (the day's cap is full): the attack has nothing more to time
+                with db.connect() as conn, as_user(conn, attacker) as cur:
+                    cur.execute("select public.cancel_video_job(%s)", (job["id"],))
+                # the worker hears fal's answer, finds the job canceled and cancels the task
+                assert _eventually(lambda n=cancels_before: len(sim.cancels) > n), "the task was not canceled"
+            paid_by_attacker = len(sim.paid_tasks("fal"))
+            victim_job = users.request(victim, victim_path)
+            victim_done = _eventually(lambda: users.job(victim_job["id"])["status"] == "completed")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert attempts >= 2
+    assert refused in (None, "PT429"), refused
+    assert paid_by_attacker <= users.usage(attacker), (
+        f"{paid_by_attacker} paid tasks for {users.usage(attacker)} quota units charged"
+    )
+    assert victim_done, f"another user's job did not run under the day's cap: {users.job(victim_job['id'])}"
+    assert committed_today(db) <= per_job * 3

@@ -88,6 +88,8 @@ class Task:
     run_seconds: float
     outcome: str = "succeed"  # succeed | fail | moderate
     canceled: bool = False
+    #: the phase the task was in when its first cancel arrived (None: never canceled)
+    canceled_in: str | None = None
     polls: int = 0
     #: where fal delivers the result (the submission's `fal_webhook`)
     webhook_url: str | None = None
@@ -107,6 +109,16 @@ class Task:
         """fal's `queue_position` while queued: counts down to 0 as the queue time passes."""
         left = self.queue_seconds - (now - self.created)
         return max(int(left / 0.25), 0)
+
+    @property
+    def paid(self) -> bool:
+        """Whether the account pays for it: a task is paid unless canceled before it ran."""
+        return self.canceled_in != "queued"
+
+    def cancel(self, now: float) -> None:
+        if not self.canceled:
+            self.canceled_in = self.phase(now)
+        self.canceled = True
 
     def phase(self, now: float) -> str:
         if self.canceled:
@@ -144,6 +156,8 @@ class Simulator:
         #: given the input image URL, returns the video bytes (the demo renders a real MP4)
         self.video_factory = video_factory
         self.latency = 0.0
+        #: seconds a submission's answer takes after its task was created, per route
+        self.submit_answer_delay: dict[str, float] = {}
         self._lock = threading.Lock()
         self._faults: dict[str, deque[Fault]] = {r: deque() for r in ROUTES}
         self._outcomes: dict[str, deque[str]] = {"fal": deque(), "runway": deque()}
@@ -233,6 +247,16 @@ class Simulator:
         assert route in ("fal.submit", "runway.submit"), route
         with self._lock:
             self._drop_replies[route] += count
+
+    def _answer_delay(self, route: str) -> None:
+        delay = self.submit_answer_delay.get(route, 0.0)
+        if delay:
+            time.sleep(delay)
+
+    def paid_tasks(self, provider: str | None = None) -> list[Task]:
+        """Tasks the account pays for: every task not canceled before it ran."""
+        with self._lock:
+            return [t for t in self.tasks.values() if t.paid and provider in (None, t.provider)]
 
     def paid_tasks_for(self, job_id: object) -> list[Task]:
         """fal tasks started for a job (known by the job id in their webhook URL)."""
@@ -445,6 +469,7 @@ class Simulator:
                     if sim._take_drop_reply("fal.submit"):
                         self.close_connection = True
                         return None
+                    sim._answer_delay("fal.submit")
                     base = f"{sim.base_url}/{app}/requests/{task.id}"
                     return self._json(
                         200,
@@ -467,7 +492,7 @@ class Simulator:
                     with sim._lock:
                         sim.cancels.append(("fal", task.id))
                     if phase in ("queued", "running"):
-                        task.canceled = True
+                        task.cancel(time.monotonic())
                         return self._json(202, {"status": "CANCELLATION_REQUESTED"})
                     return self._json(400, {"status": "ALREADY_COMPLETED"})
                 if route == "fal.status":
@@ -548,6 +573,7 @@ class Simulator:
                     if sim._take_drop_reply("runway.submit"):
                         self.close_connection = True
                         return None
+                    sim._answer_delay("runway.submit")
                     return self._json(200, {"id": task.id})
                 assert match is not None
                 found = sim.tasks.get(match["id"])
@@ -558,7 +584,7 @@ class Simulator:
                 if route == "runway.cancel":
                     with sim._lock:
                         sim.cancels.append(("runway", task.id))
-                    task.canceled = True
+                    task.cancel(time.monotonic())
                     return self._json(204, None)
                 task.polls += 1
                 created = {"id": task.id, "createdAt": "2026-11-25T00:00:00Z"}

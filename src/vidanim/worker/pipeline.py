@@ -193,6 +193,10 @@ class JobPipeline:
                     return None
                 try:
                     submission = await self._paid_submit(job, name, provider, image.url)
+                except Conflict:
+                    # Canceled, or the lease ran out, before the provider was called: nothing was sent.
+                    log_event(log, "job.left", **self._fields(job, provider=name, reason="the job moved on"))
+                    return None
                 except BudgetReached:
                     await self._wait_for_budget(job)
                     return None
@@ -318,10 +322,12 @@ class JobPipeline:
     async def _paid_submit(self, job: Job, name: str, provider: Provider, image_url: str) -> Submission:
         """Reserve the submission's estimated cost under the daily cap, then submit.
 
-        The reservation is given back when the submission certainly started nothing (an
-        HTTP error, a connection never made, a request never fully sent); only a
-        submission whose answer was lost (SubmissionUncertain) may have started a paid
-        task, so its reservation stays.
+        The reservation is the last look at the job before the provider is called: it
+        raises Conflict unless the job is still queued under this worker's lease. It is
+        given back when the submission certainly started nothing (an HTTP error, a
+        connection never made, a request never fully sent), with the quota unit of a job
+        canceled meanwhile; only a submission whose answer was lost (SubmissionUncertain)
+        may have started a paid task, so its reservation stays (docs/worker.md).
         """
         cost = estimate_cost(
             name,

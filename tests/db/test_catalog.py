@@ -42,6 +42,7 @@ SERVICE_API = {
     "record_uncertain_video_job_submission",
     "record_video_provider_delivery",
     "get_video_provider_delivery",
+    "check_video_job_input",
 }
 
 FUNCTIONS = """

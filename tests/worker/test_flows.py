@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import psycopg
 import pytest
 
 from tests.support import images
+from tests.support.postgrest import as_user
 from tests.worker.conftest import running
 from vidanim.worker.backoff import backoff_bounds
 
@@ -287,3 +289,50 @@ async def test_an_input_image_deleted_before_submission_fails_the_job_readably(u
     assert "upload it again" in row["error_message"]
     assert sim.submissions == [], "nothing was sent to a provider"
     assert users.usage(user) == 0
+
+
+def _replace_input_as_its_owner(db, user, path: str, size: int, mimetype: str = "image/png") -> None:
+    """What a user may do after the request: overwrite its own object (RLS allows it)."""
+    with db.connect() as conn, as_user(conn, user) as cur:
+        cur.execute(
+            "update storage.objects set metadata = %s where bucket_id = 'video-inputs' and name = %s",
+            (psycopg.types.json.Jsonb({"size": size, "mimetype": mimetype}), path),
+        )
+        assert cur.rowcount == 1
+
+
+def _input_limit(db) -> int:
+    with db.connect() as conn:
+        row = conn.execute("select file_size_limit from storage.buckets where id = 'video-inputs'").fetchone()
+    assert row is not None and row[0] is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    ("over", "mimetype", "says"),
+    [(1, "image/png", "bytes"), (0, "text/html", "type text/html")],
+    ids=["a byte over the limit", "another type"],
+)
+async def test_an_input_replaced_beyond_the_limits_after_the_request_fails_once_refunded_unsent(
+    users, settings_for, sim, db, over, mimetype, says
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    _replace_input_as_its_owner(db, user, path, _input_limit(db) + over, mimetype)
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"], row["attempts"]) == ("failed", "input_changed", 1)
+    assert "replaced after the request" in row["error_message"] and says in row["error_message"]
+    assert sim.submissions == [], "nothing was signed or sent to a provider"
+    assert users.usage(user) == 0, "refunded"
+
+
+async def test_an_input_replaced_with_one_exactly_at_the_limit_is_still_submitted(users, settings_for, sim, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    _replace_input_as_its_owner(db, user, path, _input_limit(db))
+    async with running(settings_for()) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert len(sim.submissions) == 1

@@ -46,6 +46,7 @@ RECORD_SUBMISSION: LiteralString = "select public.record_video_job_submission(%s
 RECORD_UNCERTAIN: LiteralString = "select * from public.record_uncertain_video_job_submission(%s, %s, %s, %s)"
 RECORD_DELIVERY: LiteralString = "select public.record_video_provider_delivery(%s, %s, %s, %s, %s) as outcome"
 DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
+CHECK_INPUT: LiteralString = "select * from public.check_video_job_input(%s)"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
 UPDATE_STATUS: LiteralString = """
@@ -65,6 +66,17 @@ class Breaker:
     reason: str | None
     open_until: datetime | None
     probe_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """The job's input image as `storage.objects` has it now."""
+
+    present: bool
+    size_bytes: int | None
+    mimetype: str | None
+    #: why it may not be submitted, written for the user; None when it may
+    problem: str | None
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,11 @@ class ServiceDatabase:
 
     async def release_spend(self, job_id: uuid.UUID, provider: str, cost: Decimal) -> None:
         await self._rows(RELEASE_SPEND, (job_id, provider, cost))
+
+    async def check_input(self, job_id: uuid.UUID) -> InputCheck:
+        """Whether the job's input image is stored and still within the bucket's limits."""
+        (row,) = await self._rows(CHECK_INPUT, (job_id,))
+        return InputCheck(**row)
 
     async def bucket_size_limit(self, bucket: str) -> int | None:
         """The bucket's `file_size_limit` in bytes; None when it has none (or no such bucket)."""

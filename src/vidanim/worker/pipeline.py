@@ -169,6 +169,14 @@ class JobPipeline:
     async def _submit(self, job: Job, control: JobControl) -> Submission | None:
         if job.provider_status == "submission_uncertain" and not await self._may_submit_again(job):
             return None
+        # The user may have replaced the object since the request: look again before signing.
+        check = await self.db.check_input(job.id)
+        if not check.present:
+            await self._fail(job, "input_missing", INPUT_MISSING)
+            return None
+        if check.problem is not None:
+            await self._fail(job, "input_changed", check.problem)
+            return None
         try:
             image = await self.storage.sign(INPUT_BUCKET, job.input_image_path, self.settings.input_url_expiry_seconds)
         except StorageError as exc:

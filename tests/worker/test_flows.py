@@ -304,7 +304,8 @@ def _replace_input_as_its_owner(db, user, path: str, size: int, mimetype: str = 
 def _input_limit(db) -> int:
     with db.connect() as conn:
         row = conn.execute("select file_size_limit from storage.buckets where id = 'video-inputs'").fetchone()
-    assert row is not None and row[0] is not None
+    assert row is not None
+    assert row[0] is not None
     return int(row[0])
 
 
@@ -323,7 +324,8 @@ async def test_an_input_replaced_beyond_the_limits_after_the_request_fails_once_
         await app.worker.run(until_idle=True, install_signals=False)
     row = users.job(job["id"])
     assert (row["status"], row["error_code"], row["attempts"]) == ("failed", "input_changed", 1)
-    assert "replaced after the request" in row["error_message"] and says in row["error_message"]
+    assert "replaced after the request" in row["error_message"]
+    assert says in row["error_message"]
     assert sim.submissions == [], "nothing was signed or sent to a provider"
     assert users.usage(user) == 0, "refunded"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 ACTIVE = ("queued", "processing")
@@ -46,7 +45,6 @@ class Job:
     completed_at: datetime | None
     #: why a job the worker left for later is waiting (a code, see WAITING_REASONS)
     waiting_reason: str | None = None
-    estimated_cost_usd: Decimal | None = None
     #: 0-100 while the provider says how far along it is
     progress: int | None = None
     #: the place in the provider's queue while it says

@@ -5,8 +5,7 @@ Every setting, its default and why, is listed in the README.
 
 from __future__ import annotations
 
-import os
-import socket
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +17,9 @@ from vidanim.webhooks.fal import DEFAULT_JWKS_URLS, url_token
 
 
 def _default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """A random id: it is the lease holder's name in `video_jobs.locked_by`, which the job's
+    user reads, so it says nothing of the host or process (the start-up log line does)."""
+    return f"w-{secrets.token_hex(6)}"
 
 
 class DatabaseSettings(BaseSettings):

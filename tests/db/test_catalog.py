@@ -43,6 +43,8 @@ SERVICE_API = {
     "record_video_provider_delivery",
     "get_video_provider_delivery",
     "check_video_job_input",
+    "note_video_job_error_detail",
+    "get_video_job_internals",
 }
 
 FUNCTIONS = """

@@ -104,7 +104,9 @@ def test_a_provider_cap_holds_across_submitting_and_processing_jobs_and_frees_on
     update_status(conn, a["id"], "failed", error_code="x", error_message="x", worker_id="w1")
     assert service(conn, ACQUIRE, (c["id"], "w1", "runway"))[0]["acquired"] is True, "an ended job frees its slot"
     service(conn, "select public.release_video_jobs('w1', %s)", ([b["id"]],))
-    assert conn.execute("select submitting_to from public.video_jobs where id = %s", (b["id"],)).fetchone() == (None,)
+    assert conn.execute(
+        "select submitting_to from vidanim_private.video_job_internals where job_id = %s", (b["id"],)
+    ).fetchone() == (None,)
 
 
 @pytest.mark.parametrize(("provider", "cap", "message"), [("Runway!", 2, "provider"), ("runway", -1, "max_in_flight")])

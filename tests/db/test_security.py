@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.db.helpers import claim, raises_sqlstate, request_job, update_status
+from tests.db.helpers import claim, raises_sqlstate, request_job, service, update_status
 from tests.support.postgrest import as_anon, as_user, request, user_claims
 from tests.support.seed import create_user, put_input_image
 
@@ -185,3 +185,35 @@ def test_a_client_cannot_fake_completion_through_any_path(conn, two_users_with_j
     assert conn.execute("select status from public.video_jobs where id = %s", (a["id"],)).fetchone() == ("queued",)
     claim(conn, "w")
     update_status(conn, a["id"], "processing", provider="fal", provider_task_id="t", worker_id="w")
+
+
+WORKER_INTERNALS = ("submitting_to", "estimated_cost_usd", "error_detail")
+
+
+def test_a_users_own_row_holds_none_of_the_workers_internals(conn, two_users_with_jobs):
+    alice, _, job, _ = two_users_with_jobs
+    claim(conn, "w1", limit=10)
+    service(conn, "select public.acquire_video_provider_slot(%s, 'w1', 'fal')", (job["id"],))
+    service(conn, "select * from public.reserve_video_spend(%s, 'w1', 'fal', 0.28)", (job["id"],))
+    service(conn, "select public.note_video_job_error_detail(%s, 'runway refused our account (401)')", (job["id"],))
+    with as_user(conn, alice) as cur:
+        cur.execute("select * from public.video_jobs where id = %s", (job["id"],))
+        row = cur.fetchone()
+    assert row is not None, "select * keeps working for the owner"
+    assert set(WORKER_INTERNALS).isdisjoint(row), sorted(set(WORKER_INTERNALS) & set(row))
+    assert "refused our account" not in str(dict(row))
+    (internals,) = service(conn, "select * from public.get_video_job_internals(%s)", (job["id"],))
+    assert internals["submitting_to"] == "fal", "the service role still knows"
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_no_api_role_reads_the_workers_internals(conn, two_users_with_jobs, role):
+    alice, _, job, _ = two_users_with_jobs
+    for query in (
+        "select * from vidanim_private.video_job_internals",
+        "select * from vidanim_private.video_submissions_in_flight",
+    ):
+        with raises_sqlstate("42501"), as_user(conn, alice) if role == "authenticated" else as_anon(conn) as cur:
+            cur.execute(query)
+    with raises_sqlstate("42501"), as_user(conn, alice) as cur:
+        cur.execute("select * from public.get_video_job_internals(%s)", (job["id"],))

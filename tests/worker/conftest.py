@@ -107,6 +107,13 @@ class Users:
         assert row is not None
         return dict(row)
 
+    def internals(self, job_id: uuid.UUID) -> dict[str, Any]:
+        """What the worker keeps of a job out of its user's reach."""
+        with self.db.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute("select * from vidanim_private.video_job_internals where job_id = %s", (job_id,))
+            row = cur.fetchone()
+        return dict(row) if row else {}
+
     def timeline(self, job_id: uuid.UUID) -> list[tuple[str, str | None]]:
         with self.db.connect() as conn:
             return [

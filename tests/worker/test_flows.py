@@ -338,3 +338,20 @@ async def test_an_input_replaced_with_one_exactly_at_the_limit_is_still_submitte
         await app.worker.run(until_idle=True, install_signals=False)
     assert users.job(job["id"])["status"] == "completed"
     assert len(sim.submissions) == 1
+
+
+async def test_a_retried_jobs_message_is_written_for_its_user_and_the_providers_words_go_to_the_operator(
+    users, settings_for, sim
+):
+    sim.fail_next("fal.status", 1, 404, body={"detail": "Request not found for key id 1234"})  # the task is gone
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(
+        settings_for(providers="fal", job_max_attempts=3, retry_base_seconds=20, retry_cap_seconds=30)
+    ) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("queued", "providers_unavailable"), row
+    assert "key id" not in row["error_message"]
+    assert row["error_message"].endswith("it will be tried again shortly.")
+    assert "key id 1234" in users.internals(job["id"])["error_detail"]

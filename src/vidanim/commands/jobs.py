@@ -34,6 +34,7 @@ LIST_JOBS: LiteralString = """
 """
 GET_JOB: LiteralString = "select * from public.video_jobs where id = %s"
 TIMELINE: LiteralString = "select * from public.video_job_events where job_id = %s order by id"
+INTERNALS: LiteralString = "select * from public.get_video_job_internals(%s)"
 STATUSES = ("queued", "processing", "completed", "failed", "canceled")
 
 
@@ -88,6 +89,8 @@ def show(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut 
     s = settings(database_url)
     with handled(), as_service(s) as cur:
         job = _job(cur, job_id)
+        cur.execute(INTERNALS, (job_id,))
+        job |= cur.fetchone() or {}
         cur.execute(TIMELINE, (job_id,))
         events = cur.fetchall()
     if json_out:
@@ -105,12 +108,15 @@ def show(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut 
         "output_expired_at",
         "error_code",
         "error_message",
+        "error_detail",
         "waiting_reason",
         "progress",
         "queue_position",
         "attempts",
         "provider_submissions",
         "uncertain_submissions",
+        "estimated_cost_usd",
+        "submitting_to",
         "next_attempt_at",
         "created_at",
         "started_at",

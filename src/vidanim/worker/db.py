@@ -46,6 +46,8 @@ RECORD_SUBMISSION: LiteralString = "select public.record_video_job_submission(%s
 RECORD_UNCERTAIN: LiteralString = "select * from public.record_uncertain_video_job_submission(%s, %s, %s, %s)"
 RECORD_DELIVERY: LiteralString = "select public.record_video_provider_delivery(%s, %s, %s, %s, %s) as outcome"
 DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
+NOTE_ERROR_DETAIL: LiteralString = "select public.note_video_job_error_detail(%s, %s)"
+INTERNALS: LiteralString = "select * from public.get_video_job_internals(%s)"
 CHECK_INPUT: LiteralString = "select * from public.check_video_job_input(%s)"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
@@ -233,6 +235,16 @@ class ServiceDatabase:
 
     async def release_spend(self, job_id: uuid.UUID, provider: str, cost: Decimal) -> None:
         await self._rows(RELEASE_SPEND, (job_id, provider, cost))
+
+    async def note_error_detail(self, job_id: uuid.UUID, detail: str | None) -> None:
+        """The operator's detail of the job's last error (its user reads only error_message)."""
+        if detail:
+            await self._rows(NOTE_ERROR_DETAIL, (job_id, detail))
+
+    async def internals(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        """What the worker knows of a job besides its row: slot, cost estimate, error detail."""
+        rows = await self._rows(INTERNALS, (job_id,))
+        return rows[0] if rows else None
 
     async def check_input(self, job_id: uuid.UUID) -> InputCheck:
         """Whether the job's input image is stored and still within the bucket's limits."""

@@ -62,6 +62,8 @@ TIMED_OUT = "The video took too long to make and was stopped; the job was not ch
 PROVIDER_CANCELED = "The provider stopped working on this video."
 INPUT_MISSING = "The input image is no longer available; upload it again and make a new request."
 TOO_LARGE = "The video is larger than this service stores."
+RETRYING = "The video providers could not take this job just now; it will be tried again shortly."
+REFUSED = "The video providers refused this request."
 # A job's progress is written at most this often.
 PROGRESS_INTERVAL_SECONDS = 1.0
 # The shortest wait of a job no provider can take now.
@@ -496,16 +498,16 @@ class JobPipeline:
                 **self._fields(job, delay=round(delay, 3), attempts=job.attempts),
             )
             with contextlib.suppress(Conflict):  # canceled or taken over meanwhile
-                await self.db.schedule_retry(
-                    job.id, self.worker_id, delay, "providers_unavailable", errors[-1].message if errors else None
-                )
+                await self.db.schedule_retry(job.id, self.worker_id, delay, "providers_unavailable", RETRYING)
+                # the providers' own words are the operator's, never the user's
+                await self.db.note_error_detail(job.id, errors[-1].message if errors else None)
             return
         permanent = [e for e in errors if isinstance(e, PermanentProviderError)]
         if permanent and not transient:
             moderated = next((e for e in permanent if e.code in USER_FAULT_CODES), None)
             chosen = moderated or permanent[-1]
-            message = chosen.message if moderated else "The video providers refused this request."
-            await self._fail(job, chosen.code, message)
+            message = chosen.message if moderated else REFUSED
+            await self._fail(job, chosen.code, message, detail=chosen.message)
         else:
             await self._fail(job, "providers_unavailable", UNAVAILABLE)
 
@@ -787,14 +789,22 @@ class JobPipeline:
             await self.db.defer(job.id, self.worker_id, delay, reason)
 
     async def _fail(
-        self, job: Job, code: str, message: str, raw: str | None = None, *, task: tuple[str, str] | None = None
+        self,
+        job: Job,
+        code: str,
+        message: str,
+        raw: str | None = None,
+        *,
+        task: tuple[str, str] | None = None,
+        detail: str | None = None,
     ) -> None:
+        """Fail the job with `message`, written for its user; `detail` is the operator's (logs, internals)."""
         provider, task_id = task or (job.provider, job.provider_task_id)
         log_event(
             log,
             "job.failed",
             logging.WARNING,
-            **self._fields(job, provider=provider, task_id=task_id, error_code=code, error=message),
+            **self._fields(job, provider=provider, task_id=task_id, error_code=code, error=message, detail=detail),
         )
         try:
             await self.db.update_status(
@@ -803,6 +813,8 @@ class JobPipeline:
         except Conflict as exc:
             log_event(log, "job.fail_refused", logging.WARNING, **self._fields(job, reason=exc.message))
             return
+        if detail is not None and detail != message:
+            await self.db.note_error_detail(job.id, detail)
         self.metrics.observe_end(provider, "failed", code, job.attempts)
 
     async def _cancel_task(self, job: Job, provider: Provider, task_id: str) -> None:

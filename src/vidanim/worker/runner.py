@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 import uuid
 from collections import deque
@@ -82,7 +84,14 @@ class Worker:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        log_event(log, "worker.started", worker_id=self.worker_id, concurrency=self.settings.worker_concurrency)
+        log_event(
+            log,
+            "worker.started",
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=self.settings.worker_concurrency,
+        )
         try:
             for provider, cap in self.settings.provider_max_in_flight.items():
                 await self.db.set_provider_limit(provider, cap)

@@ -401,6 +401,22 @@ PLANTS = [
         "            )",
         "tests/worker/test_crashes.py::test_a_worker_that_lost_its_lease_cancels_the_task_it_created",
     ),
+    Plant(
+        "a partly stored video after an upload error is taken for the finished one (any size accepted)",
+        "src/vidanim/worker/pipeline.py",
+        "        if expected_size is None or info.size == expected_size:",
+        "        if True:",
+        "tests/worker/test_storage_faults.py::"
+        "test_a_partly_stored_video_after_an_upload_error_is_removed_and_uploaded_again_whole",
+    ),
+    Plant(
+        "one delivery attempt more than DELIVERY_ATTEMPTS",
+        "src/vidanim/worker/pipeline.py",
+        "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt >= DELIVERY_ATTEMPTS:",
+        "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt > DELIVERY_ATTEMPTS:",
+        "tests/worker/test_storage_faults.py::"
+        "test_an_upload_that_keeps_failing_is_tried_exactly_delivery_attempts_times_then_waits",
+    ),
 ]
 
 

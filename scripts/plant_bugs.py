@@ -417,6 +417,50 @@ PLANTS = [
         "tests/worker/test_storage_faults.py::"
         "test_an_upload_that_keeps_failing_is_tried_exactly_delivery_attempts_times_then_waits",
     ),
+    Plant(
+        "a release at one provider gives back every provider's spend (the provider forgotten)",
+        "supabase/migrations/0024_daily_budget.sql",
+        "   where s.day = (now() at time zone 'utc')::date and s.provider = p_provider;",
+        "   where s.day = (now() at time zone 'utc')::date;",
+        "tests/db/test_budget.py::test_a_release_at_one_provider_leaves_the_others_committed_spend",
+    ),
+    Plant(
+        "a reservation is taken by a worker whose lease ran out",
+        "supabase/migrations/0024_daily_budget.sql",
+        "     where j.id = p_job_id and j.locked_by = p_worker_id and j.locked_until > now()\n  ) then",
+        "     where j.id = p_job_id and j.locked_by = p_worker_id\n  ) then",
+        "tests/db/test_budget.py::test_a_reservation_by_the_holder_of_an_expired_lease_is_refused",
+    ),
+    Plant(
+        "a job whose worker died mid-submission keeps its provider slot",
+        "supabase/migrations/0026_provider_concurrency.sql",
+        "or (j.status = 'queued' and j.submitting_to = p_provider and j.locked_until > now()));",
+        "or (j.status = 'queued' and j.submitting_to = p_provider));",
+        "tests/db/test_provider_breakers.py::"
+        "test_a_slot_held_by_a_job_whose_lease_expired_mid_submission_is_free_again",
+    ),
+    Plant(
+        "adoption ignores which provider had the uncertain submission",
+        "supabase/migrations/0031_provider_deliveries.sql",
+        "and ((v_job.provider = p_provider and v_job.provider_status = 'submission_uncertain')",
+        "and ((v_job.provider_status = 'submission_uncertain')",
+        "tests/db/test_provider_deliveries.py::"
+        "test_a_failed_request_at_fal_is_not_adopted_by_a_job_whose_lost_answer_was_runways",
+    ),
+    Plant(
+        "progress is written by a worker whose lease ran out",
+        "supabase/migrations/0029_job_progress.sql",
+        "   where j.id = p_job_id and j.locked_by = p_worker_id and j.locked_until > now()\n     and j.status",
+        "   where j.id = p_job_id and j.locked_by = p_worker_id\n     and j.status",
+        "tests/worker/test_progress.py::test_progress_from_a_worker_whose_lease_expired_is_not_written",
+    ),
+    Plant(
+        "progress lands on a queued job",
+        "supabase/migrations/0029_job_progress.sql",
+        "     and j.status = 'processing'\n",
+        "",
+        "tests/worker/test_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
+    ),
 ]
 
 

@@ -461,6 +461,36 @@ PLANTS = [
         "",
         "tests/worker/test_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
     ),
+    Plant(
+        "a job bound for a healthy provider takes another provider's only probe",
+        "src/vidanim/worker/pipeline.py",
+        "            elif not plan and await self.db.begin_probe(name, job.id, self._probe_seconds()):",
+        "            elif await self.db.begin_probe(name, job.id, self._probe_seconds()):",
+        "tests/worker/test_operator_faults.py::"
+        "test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe_alone",
+    ),
+    Plant(
+        "/readyz calls a half-open breaker (a probe in flight) down",
+        "src/vidanim/worker/http.py",
+        'breakers[p].state != "open"]',
+        'breakers[p].state == "closed"]',
+        "tests/worker/test_metrics.py::test_a_half_open_breaker_leaves_its_provider_ready",
+    ),
+    Plant(
+        "the runner claims a whole batch while almost full (worker_concurrency never enforced)",
+        "src/vidanim/worker/runner.py",
+        "self.worker_id, min(free, self.settings.worker_claim_batch), self.settings.worker_lease_seconds",
+        "self.worker_id, self.settings.worker_claim_batch, self.settings.worker_lease_seconds",
+        "tests/worker/test_runner.py::"
+        "test_a_worker_runs_at_most_worker_concurrency_jobs_at_once_and_reaches_that_many",
+    ),
+    Plant(
+        "of two announced due times the later sets the wake timer",
+        "src/vidanim/worker/runner.py",
+        "self._wake_timer.when() > due",
+        "self._wake_timer.when() < due",
+        "tests/worker/test_wakeups.py::test_of_two_announced_due_times_the_earlier_sets_the_wake_timer",
+    ),
 ]
 
 

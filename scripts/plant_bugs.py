@@ -481,8 +481,7 @@ PLANTS = [
         "src/vidanim/worker/runner.py",
         "self.worker_id, min(free, self.settings.worker_claim_batch), self.settings.worker_lease_seconds",
         "self.worker_id, self.settings.worker_claim_batch, self.settings.worker_lease_seconds",
-        "tests/worker/test_runner.py::"
-        "test_a_worker_runs_at_most_worker_concurrency_jobs_at_once_and_reaches_that_many",
+        "tests/worker/test_runner.py::test_a_worker_runs_at_most_worker_concurrency_jobs_at_once_and_reaches_that_many",
     ),
     Plant(
         "of two announced due times the later sets the wake timer",

@@ -10,9 +10,7 @@ JOBS = 6
 CONCURRENCY = 3
 
 
-async def test_a_worker_runs_at_most_worker_concurrency_jobs_at_once_and_reaches_that_many(
-    users, settings_for, sim
-):
+async def test_a_worker_runs_at_most_worker_concurrency_jobs_at_once_and_reaches_that_many(users, settings_for, sim):
     sim.queue_seconds, sim.run_seconds = 0.1, 0.1
     user, path = users.user_with_image()
     jobs = [users.request(user, path) for _ in range(JOBS)]

@@ -490,6 +490,49 @@ PLANTS = [
         "self._wake_timer.when() < due",
         "tests/worker/test_wakeups.py::test_of_two_announced_due_times_the_earlier_sets_the_wake_timer",
     ),
+    Plant(
+        "a failed key-set refresh wipes the cached keys (every genuine delivery then 401)",
+        "src/vidanim/webhooks/fal.py",
+        "            if keys:\n                self.keys = keys\n",
+        "            self.keys = keys\n",
+        "tests/webhooks/test_fal.py::test_a_failed_refresh_keeps_the_cached_keys_so_genuine_deliveries_still_verify",
+    ),
+    Plant(
+        "concurrent cold-start deliveries each fetch the key set",
+        "src/vidanim/webhooks/fal.py",
+        "            if self.fetched_at != stamp:\n"
+        "                return True  # another caller refreshed while this one waited\n",
+        "",
+        "tests/webhooks/test_fal.py::test_concurrent_first_deliveries_fetch_the_key_set_once",
+    ),
+    Plant(
+        "with LISTEN off, a delivery this worker records does not wake its job",
+        "src/vidanim/worker/http.py",
+        '        if outcome == "recorded":\n            hooks.on_recorded(job_id)\n',
+        '        if outcome == "recorded":\n            pass\n',
+        "tests/worker/test_webhooks.py::test_without_listen_a_delivery_this_worker_records_still_wakes_its_job",
+    ),
+    Plant(
+        "the attempt bound is off by one (a job is tried job_max_attempts + 1 times)",
+        "src/vidanim/worker/pipeline.py",
+        "        if transient and job.attempts < self.settings.job_max_attempts:",
+        "        if transient and job.attempts <= self.settings.job_max_attempts:",
+        "tests/worker/test_flows.py::test_a_job_whose_task_keeps_vanishing_is_submitted_exactly_job_max_attempts_times",
+    ),
+    Plant(
+        "`animate --wait` stops showing Runway's progress (a change of progress alone is not a change)",
+        "src/vidanim/client/client.py",
+        "                view.job.progress,\n",
+        "",
+        "tests/client/test_client.py::test_wait_reports_each_new_progress_under_the_same_provider_status",
+    ),
+    Plant(
+        "a signed token with role `anon` is accepted as a user",
+        "src/vidanim/client/postgres.py",
+        '    if claims.get("role") not in (None, "authenticated"):',
+        '    if claims.get("role") == "service_role":',
+        "tests/client/test_client.py::test_the_postgres_transport_refuses_a_signed_anon_token_as_a_user",
+    ),
 ]
 
 

@@ -429,3 +429,57 @@ def test_jobs_stats_counts_failures_and_durations_per_provider(env, conn):
     assert "content_moderated" in table.output
     assert "40.0 s" in table.output
     assert invoke("jobs", "stats", "--since", "forever").exit_code == 2
+
+
+def test_budget_show_days_7_lists_exactly_the_last_7_utc_days(env, conn):
+    today = conn.execute("select (now() at time zone 'utc')::date").fetchone()[0]
+    for back in range(9):  # spend on each of the last 9 days, today included
+        conn.execute(
+            "insert into vidanim_private.video_spend (day, provider, committed_usd, submissions)"
+            " values (%s, 'fal', 1, 1)",
+            (today - timedelta(days=back),),
+        )
+    shown = json.loads(invoke("budget", "show", "--days", "7", "--json").output)
+    assert [r["day"] for r in shown["spend"]] == [str(today - timedelta(days=back)) for back in range(7)]
+
+
+def _completed_ago(conn, job_id, minutes: int) -> None:
+    conn.execute(
+        "alter table public.video_jobs disable trigger video_jobs_enforce_transition;"
+        f" update public.video_jobs set completed_at = now() - interval '{minutes} minutes' where id = '{job_id}';"
+        " alter table public.video_jobs enable trigger video_jobs_enforce_transition"
+    )
+
+
+def test_storage_cleanup_dry_run_lists_exactly_the_videos_a_run_would_expire(env, conn, tmp_path):
+    user = create_user(conn)
+    store = tmp_path / "store"
+    gone, due, young = (request_job(conn, user, put_input_image(conn, user, f"{n}.png")) for n in "abc")
+    for job in (gone, due, young):
+        _complete(conn, user, job["id"], store)
+    _completed_ago(conn, gone["id"], 40 * 24 * 60)
+    assert invoke("storage", "cleanup", "--older-than", "30d").exit_code == 0  # its video is expired already
+    month = 30 * 24 * 60
+    _completed_ago(conn, due["id"], month + 1)  # a minute past the age
+    _completed_ago(conn, young["id"], month - 1)  # a minute short of it
+    dry = json.loads(invoke("storage", "cleanup", "--older-than", "30d", "--dry-run", "--json").output)
+    assert [j["id"] for j in dry["jobs"]] == [str(due["id"])]
+    real = json.loads(invoke("storage", "cleanup", "--older-than", "30d", "--json").output)
+    assert [j["id"] for j in real["jobs"]] == [str(due["id"])], "the dry run named what the run did"
+
+
+def test_jobs_retry_of_a_canceled_job_makes_a_new_job_and_of_a_completed_one_is_refused(env, conn, tmp_path):
+    user = create_user(conn)
+    canceled = request_job(conn, user, put_input_image(conn, user, "a.png"), prompt="again")
+    assert json.loads(invoke("jobs", "cancel", str(canceled["id"]), "--json").output)["status"] == "canceled"
+    retried = invoke("jobs", "retry", str(canceled["id"]), "--json")
+    assert retried.exit_code == 0, retried.output
+    new = json.loads(retried.output)
+    assert (new["status"], new["prompt"]) == ("queued", "again")
+    assert new["id"] != str(canceled["id"])
+    done = request_job(conn, user, put_input_image(conn, user, "b.png"))
+    _complete(conn, user, done["id"], tmp_path / "store")
+    refused = invoke("jobs", "retry", str(done["id"]))
+    assert refused.exit_code == 1
+    assert f"video job {done['id']} is completed: only failed or canceled jobs are retried" in refused.output
+    assert "Traceback" not in refused.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -198,3 +200,48 @@ def test_a_worker_given_a_public_url_but_no_http_server_refuses_to_start_in_one_
         "error: VIDANIM_WEBHOOK_PUBLIC_URL needs the worker's HTTP server: set VIDANIM_HTTP_PORT"
         " (and route the public URL to it)"
     ]
+
+
+class ReportsEveryObject(http.server.BaseHTTPRequestHandler):
+    """A Storage server that answers every object's info with an object: it holds them all, it says."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"name": self.path, "size": 1, "content_type": "image/png", "metadata": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+
+def test_a_storage_that_reports_an_object_it_does_not_hold_fails(env):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ReportsEveryObject)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
+        env.setenv("VIDANIM_SUPABASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", "any-key")
+        code, checks = doctor()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (code, checks["storage reachable"]) == (
+        1,
+        {**checks["storage reachable"], "ok": False, "detail": "Storage reported an object that does not exist"},
+    )
+
+
+def test_a_public_bucket_fails_the_bucket_check_itself_not_only_the_checklist(env, db):
+    with db.connect() as conn:
+        conn.execute("update storage.buckets set public = true where id = 'video-inputs'")
+    code, checks = doctor()
+    assert code == 1
+    assert checks["buckets present and private"] == {
+        **checks["buckets present and private"],
+        "ok": False,
+        "detail": "video-inputs is public",
+    }

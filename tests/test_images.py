@@ -74,3 +74,11 @@ def test_probe_reads_the_size_from_the_first_bytes():
     data = images.noise_png(900, 700)
     assert probe_size(data[:4096]) == (900, 700)
     assert probe_size(b"not an image") is None
+
+
+def test_an_image_exactly_at_the_buckets_size_limit_is_accepted_and_one_byte_over_refused():
+    data = images.png(400, 400)
+    assert check_image(data, "a.png", size_limit=len(data)).data == data
+    with pytest.raises(InvalidInput) as info:
+        check_image(data, "a.png", size_limit=len(data) - 1)
+    assert f"({len(data):,} bytes)" in info.value.message

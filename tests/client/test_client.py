@@ -22,6 +22,7 @@ from tests.support import images
 from tests.support.fake_supabase_api import FakeSupabaseApi
 from tests.support.image_cases import REFUSED
 from tests.support.images import PNG
+from tests.support.postgrest import as_service
 from tests.support.seed import create_user, put_object, set_limits
 from vidanim import errors
 from vidanim.client import PostgresTransport, SupabaseTransport, VidanimClient
@@ -452,3 +453,56 @@ def test_a_waiting_job_tells_its_user_why(make_client, conn):
     assert view.job.waiting_message == (
         "The video providers are not available right now; your video starts as soon as they are."
     )
+
+
+def complete_processing(conn, job) -> None:
+    path = f"{job.user_id}/{job.id}.mp4"
+    put_object(conn, "video-outputs", path, mimetype="video/mp4")
+    update_status(conn, job.id, "completed", output_video_path=path, worker_id="w")
+
+
+def test_wait_reports_each_new_progress_under_the_same_provider_status(make_client, conn, db):
+    """`animate --wait` shows Runway's progress move: a change of progress alone is a change."""
+    user = create_user(conn)
+    client = make_client(user)
+    job = client.request_animation(client.upload_image(PNG, name="a.png"))
+    claim(conn, "w")
+    update_status(
+        conn, job.id, "processing", provider="runway", provider_task_id="t", provider_status="RUNNING", worker_id="w"
+    )
+    seen: list[tuple[str, int | None]] = []
+    changed = threading.Condition()
+
+    def watch(view) -> None:
+        with changed:
+            seen.append((view.status, view.job.progress))
+            changed.notify_all()
+
+    def worker() -> None:
+        with changed:  # the client has seen the job running, no progress yet
+            changed.wait_for(lambda: bool(seen), timeout=5)
+        with db.connect() as c:
+            for progress in (40, 60):
+                with as_service(c) as cur:
+                    cur.execute(
+                        "select public.service_update_video_job_progress(%s, 'w', %s, null)", (job.id, progress)
+                    )
+                with changed:  # the client saw it (or 5 s went by: the assertion below says which)
+                    changed.wait_for(lambda p=progress: ("processing", p) in seen, timeout=5)
+            complete_processing(c, job)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    view = client.wait(job.id, timeout=20, poll_seconds=0.05, on_change=watch)
+    thread.join()
+    assert view.status == "completed"
+    assert [p for s, p in seen if s == "processing"] == [None, 40, 60]
+
+
+def test_the_postgres_transport_refuses_a_signed_anon_token_as_a_user(db, conn):
+    user = create_user(conn)
+    token = token_for(user, role="anon")
+    with pytest.raises(errors.NotSignedIn, match="not a signed-in user's"):
+        PostgresTransport.from_token(db.dsn, token, jwt_secret=SECRET)
+    signed_in = PostgresTransport.from_token(db.dsn, token_for(user), jwt_secret=SECRET)  # the control
+    signed_in.close()

@@ -201,3 +201,23 @@ def test_reservations_and_slots_need_an_unexpired_lease_on_a_queued_job(conn, qu
     _expire_lease(conn, job)
     with raises_sqlstate("PT409"):
         service(conn, query, params)
+
+
+def test_a_release_at_one_provider_leaves_the_others_committed_spend(conn):
+    fal_job, runway_job = _leased_jobs(conn, 2)
+    service(conn, RESERVE, (fal_job["id"], "w1", "fal", Decimal("0.28")))
+    service(conn, RESERVE, (runway_job["id"], "w1", "runway", Decimal("0.50")))
+    service(conn, "select public.release_video_spend(%s, 'fal', 0.28)", (fal_job["id"],))
+    spend = service(conn, "select provider, committed_usd, submissions from public.get_video_spend(1)")
+    assert {r["provider"]: (r["committed_usd"], r["submissions"]) for r in spend} == {
+        "fal": (Decimal("0"), 0),
+        "runway": (Decimal("0.5000"), 1),
+    }, "only fal's reservation is given back"
+
+
+def test_a_reservation_by_the_holder_of_an_expired_lease_is_refused(conn):
+    (job,) = _leased_jobs(conn, 1)
+    conn.execute("update public.video_jobs set locked_until = now() - interval '1 s' where id = %s", (job["id"],))
+    with raises_sqlstate("PT409"):
+        service(conn, RESERVE, (job["id"], "w1", "fal", Decimal("0.28")))
+    assert _committed(conn) == 0, "nothing reserved for a job nobody holds"

@@ -113,3 +113,18 @@ def test_a_provider_cap_holds_across_submitting_and_processing_jobs_and_frees_on
 def test_set_provider_limit_refuses_bad_values(conn, provider, cap, message):
     with raises_sqlstate("22023", message):
         service(conn, "select public.set_video_provider_limit(%s, %s)", (provider, cap))
+
+
+def test_a_slot_held_by_a_job_whose_lease_expired_mid_submission_is_free_again(conn):
+    user = create_user(conn)
+    set_limits(conn, user, 10, 10)
+    path = put_input_image(conn, user)
+    dead, alive = (request_job(conn, user, path) for _ in range(2))
+    claim(conn, "w1", limit=1)
+    claim(conn, "w2", limit=1)
+    service(conn, "select public.set_video_provider_limit('runway', 1)")
+    assert service(conn, ACQUIRE, (dead["id"], "w1", "runway"))[0]["acquired"] is True
+    assert service(conn, ACQUIRE, (alive["id"], "w2", "runway"))[0]["acquired"] is False, "the cap: one"
+    # w1 dies in the middle of its submission: its lease runs out, nobody claims the job yet
+    conn.execute("update public.video_jobs set locked_until = now() - interval '1 s' where id = %s", (dead["id"],))
+    assert service(conn, ACQUIRE, (alive["id"], "w2", "runway"))[0]["acquired"] is True, "a dead worker holds no slot"

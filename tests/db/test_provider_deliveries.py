@@ -258,3 +258,14 @@ def test_a_user_can_read_neither_deliveries_nor_write_the_counters(conn):
         cur.execute("select * from vidanim_private.video_provider_deliveries")
     with raises_sqlstate("42501"), as_user(conn, user) as cur:
         cur.execute("update public.video_jobs set provider_submissions = 0 where id = %s", (job_id,))
+
+
+def test_a_failed_request_at_fal_is_not_adopted_by_a_job_whose_lost_answer_was_runways(conn):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    service(conn, UNCERTAIN, (row["id"], "w1", "runway", 600))  # Runway's answer was lost, not fal's
+    assert deliver(conn, row["id"], "req-fal", "ERROR", {"error": "Invalid status code: 500"}) == "orphan"
+    state = conn.execute(
+        "select status, provider, provider_task_id, provider_status from public.video_jobs where id = %s", (row["id"],)
+    ).fetchone()
+    assert state == ("queued", "runway", None, "submission_uncertain"), "the job still waits for Runway's task"

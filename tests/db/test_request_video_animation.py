@@ -271,3 +271,20 @@ def test_undocumented_options_and_bad_values_are_refused_naming_the_field(conn, 
 def test_every_documented_option_is_accepted(conn, alice, image):
     options = {"duration": "10", "ratio": "720:1280", "seed": 42, "negative_prompt": "blur", "cfg_scale": 0.5}
     assert request_job(conn, alice, image, options=options)["options"] == options
+
+
+def test_an_image_exactly_at_the_buckets_size_limit_is_accepted(conn, alice):
+    path = put_input_image(conn, alice, "limit.png")
+    conn.execute(
+        "update storage.objects set metadata = jsonb_set(metadata, '{size}', to_jsonb(10 * 1024 * 1024))"
+        " where name = %s",
+        (path,),
+    )
+    assert request_job(conn, alice, path)["status"] == "queued", "10485760 bytes: exactly the limit"
+
+
+def test_the_largest_documented_seed_is_accepted_and_one_more_refused(conn, alice):
+    path = put_input_image(conn, alice)
+    assert request_job(conn, alice, path, options={"seed": 4294967295})["options"] == {"seed": 4294967295}
+    with raises_sqlstate("22023", "options.seed must be a whole number from 0 to 4294967295"):
+        request_job(conn, alice, path, options={"seed": 4294967296})

@@ -285,3 +285,10 @@ async def test_users_keys_upload_only_into_their_own_folder(fake, db):
     )
     assert mine.status_code == 200
     assert (theirs.json()["statusCode"], theirs.json()["code"]) == ("403", "AccessDenied")
+
+
+async def test_a_missing_bucket_is_an_error_not_a_missing_object(storage, fake):
+    assert await storage.info("video-outputs", "u/none.mp4") is None, "the control: a missing object"
+    with pytest.raises(StorageError) as info:
+        await storage.info("no-such-bucket", "u/none.mp4")
+    assert (info.value.status, info.value.code) == (404, "NoSuchBucket")

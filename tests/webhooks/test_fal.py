@@ -6,6 +6,7 @@ signed deliveries are made with the simulator's own key.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -277,3 +278,21 @@ def test_a_jwks_x_with_padding_and_foreign_entries_yields_the_ed25519_keys():
     assert [k.public_bytes_raw() for k in keys] == [key.public_bytes_raw()] * 2
     assert keys_from_jwks({"keys": "none"}) == []
     assert keys_from_jwks(None) == []
+
+
+async def test_a_failed_refresh_keeps_the_cached_keys_so_genuine_deliveries_still_verify(sim, verifier, clock):
+    body = body_of()
+    await verifier.verify(signed(sim.webhooks.key, body), body)
+    verifier.keys.urls = ["http://127.0.0.1:9/jwks.json"]  # fal's key server is down from now on
+    clock.now += verifier.keys.refresh_interval
+    with pytest.raises(WebhookRefused):  # a junk signature: one refresh, which fails
+        await verifier.verify(signed(Ed25519PrivateKey.generate(), body), body)
+    assert verifier.keys.fetches == 2, "the refresh was tried"
+    assert (await verifier.verify(signed(sim.webhooks.key, body), body)).status == "OK", "the keys it had are kept"
+
+
+async def test_concurrent_first_deliveries_fetch_the_key_set_once(sim, verifier):
+    body = body_of()
+    results = await asyncio.gather(*(verifier.verify(signed(sim.webhooks.key, body), body) for _ in range(10)))
+    assert [r.status for r in results] == ["OK"] * 10
+    assert verifier.keys.fetches == 1, "one fetch for every delivery that waited on the cold cache"

@@ -355,3 +355,23 @@ async def test_a_retried_jobs_message_is_written_for_its_user_and_the_providers_
     assert "key id" not in row["error_message"]
     assert row["error_message"].endswith("it will be tried again shortly.")
     assert "key id 1234" in users.internals(job["id"])["error_detail"]
+
+
+async def test_a_job_whose_task_keeps_vanishing_is_submitted_exactly_job_max_attempts_times(users, settings_for, sim):
+    sim.fail_next("fal.status", 100, 404, body={"detail": "Request not found"})  # every task is gone when polled
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers="fal", job_max_attempts=2)) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        try:
+            for _ in range(500):
+                if users.job(job["id"])["status"] == "failed":
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            app.worker.stop()
+            await asyncio.wait_for(runner, 10)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"], row["attempts"]) == ("failed", "providers_unavailable", 2)
+    assert len(sim.submissions) == 2, "one submission per attempt, and no attempt past the bound"
+    assert users.usage(user) == 0, "refunded"

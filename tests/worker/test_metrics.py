@@ -88,3 +88,16 @@ async def test_readiness_needs_the_database(users, settings_for, db):
         ready = await get(f"{app.http_url}/readyz")
     assert ready.status_code == 503
     assert ready.json()["problems"][0].startswith("database:")
+
+
+async def test_a_half_open_breaker_leaves_its_provider_ready(users, settings_for, db):
+    with db.connect() as conn:  # fal's breaker is open, due, and one job probes it now
+        service(conn, "select * from public.open_video_provider_breaker('fal', 'outage', 'down', 600)")
+        conn.execute(
+            "update vidanim_private.video_provider_breakers set open_until = now() - interval '1 s'"
+            " where provider = 'fal'"
+        )
+        assert service(conn, "select public.begin_video_provider_probe('fal', gen_random_uuid(), 60) as p")[0]["p"]
+    async with running(settings_for(http_port=0, providers="fal")) as app:
+        ready = await get(f"{app.http_url}/readyz")
+    assert (ready.status_code, ready.json()["providers"]) == (200, ["fal"]), "a probe in flight is not an outage"

@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from tests.db.helpers import service
 from tests.worker.conftest import running
 
 JOBS = 24
@@ -170,3 +171,23 @@ async def test_a_provider_cap_holds_across_every_worker_and_every_job_still_comp
     await sampler
     assert peak == 2, f"at most 2 runway tasks in flight at once, and the cap was used (peak {peak})"
     assert_each_paid_once(users, jobs, sim)
+
+
+async def test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe_alone(users, settings_for, db):
+    with db.connect() as conn:  # Runway is down and due for a probe; fal, first in order, is healthy
+        service(conn, "select * from public.open_video_provider_breaker('runway', 'outage', 'down', 600)")
+        conn.execute(
+            "update vidanim_private.video_provider_breakers set open_until = now() - interval '1 s'"
+            " where provider = 'runway'"
+        )
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for()) as app:
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 20)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider"]) == ("completed", "fal")
+    with db.connect() as conn:
+        runway = conn.execute(
+            "select state, probe_job_id from vidanim_private.video_provider_breakers where provider = 'runway'"
+        ).fetchone()
+    assert runway == ("open", None), "Runway's one probe slot is left for a job that needs Runway"

@@ -122,3 +122,25 @@ def test_animate_wait_on_a_terminal_follows_the_job_with_one_rich_bar():
     assert "completed [runway: SUCCEEDED]" in text
     assert "100%" in text
     assert "━" in text, "a drawn bar"
+
+
+def test_progress_from_a_worker_whose_lease_expired_is_not_written(conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user))
+    claim(conn, "w1")
+    update_status(conn, job["id"], "processing", provider="runway", provider_task_id="t", worker_id="w1")
+    conn.execute("update public.video_jobs set locked_until = now() - interval '1 s' where id = %s", (job["id"],))
+    assert service(conn, PROGRESS, (job["id"], "w1", 40, None))[0]["changed"] is False, "the lease ran out"
+    row = conn.execute("select progress, queue_position from public.video_jobs where id = %s", (job["id"],)).fetchone()
+    assert row == (None, None)
+
+
+def test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder(conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user))
+    claim(conn, "w1")  # leased, still queued: no provider has it yet (a retry looks the same)
+    assert service(conn, PROGRESS, (job["id"], "w1", None, 4))[0]["changed"] is False
+    row = conn.execute(
+        "select status, locked_by, progress, queue_position from public.video_jobs where id = %s", (job["id"],)
+    ).fetchone()
+    assert row == ("queued", "w1", None, None)

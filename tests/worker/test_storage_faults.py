@@ -16,6 +16,7 @@ from tests.support.fake_supabase_storage import FakeSupabaseStorage
 from tests.worker.conftest import running
 from vidanim.storage.base import StorageError
 from vidanim.storage.supabase import SupabaseStorage
+from vidanim.worker.pipeline import DELIVERY_ATTEMPTS
 from vidanim.worker.transfer import human_size
 
 
@@ -145,4 +146,75 @@ async def test_after_an_upload_error_the_worker_asks_whether_the_video_is_there(
     assert flaky.calls == (1 if stored else 2)
     reasons = [e.get("reason") for e in events("upload.completed")]
     assert ("stored despite the error" in reasons) is stored
+    assert len(sim.submissions) == 1
+
+
+class StoresPartThenFails:
+    """Storage that keeps half of the first upload and loses the answer, as a connection cut mid-body does."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def upload(self, bucket, path, chunks, *, content_type, size=None):
+        self.calls += 1
+        if self.calls == 1:
+            data = b"".join([chunk async for chunk in chunks])
+
+            async def first_half():
+                yield data[: len(data) // 2]
+
+            await self.inner.upload(bucket, path, first_half(), content_type=content_type)
+            raise StorageError("storage could not be reached (ReadError)", status=503)
+        return await self.inner.upload(bucket, path, chunks, content_type=content_type, size=size)
+
+
+async def test_a_partly_stored_video_after_an_upload_error_is_removed_and_uploaded_again_whole(
+    users, settings_for, sim, events
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for()) as app:
+        flaky = StoresPartThenFails(app.storage)
+        app.worker.pipeline.storage = flaky
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 20)
+        stored = await app.storage.info("video-outputs", f"{user}/{job['id']}.mp4")
+    assert users.job(job["id"])["status"] == "completed"
+    assert stored is not None
+    assert stored.size == sim.output_size, "the whole video, not the half the first upload left"
+    assert [(e["size"], e["expected"]) for e in events("upload.partial")] == [(sim.output_size // 2, sim.output_size)]
+    assert flaky.calls == 2
+    assert len(sim.submissions) == 1
+
+
+class NeverStores:
+    """Storage whose every upload is lost on the way (a 503), nothing stored."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def upload(self, bucket, path, chunks, *, content_type, size=None):
+        self.calls += 1
+        async for _ in chunks:
+            pass
+        raise StorageError("storage is not available", status=503)
+
+
+async def test_an_upload_that_keeps_failing_is_tried_exactly_delivery_attempts_times_then_waits(
+    users, settings_for, sim
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(storage_wait_seconds=30)) as app:
+        failing = NeverStores(app.storage)
+        app.worker.pipeline.storage = failing
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 20)
+    assert failing.calls == DELIVERY_ATTEMPTS == 4
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"]) == ("processing", "storage_unavailable")
     assert len(sim.submissions) == 1

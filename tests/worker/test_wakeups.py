@@ -8,7 +8,8 @@ import time
 import psycopg
 
 from tests.db.helpers import claim, service
-from tests.worker.conftest import running
+from tests.worker.conftest import make_settings, running
+from vidanim.worker.runner import Worker
 
 SLOW_POLL = 30.0  # so slow that only a notification can explain a prompt claim
 
@@ -111,3 +112,16 @@ def test_claimable_changes_notify_with_the_due_time_and_a_claim_does_not(db, use
         with db.connect() as conn:
             service(conn, "select public.release_video_jobs('w1', %s)", ([job["id"]],))
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "a lease handed back is claimable"
+
+
+async def test_of_two_announced_due_times_the_earlier_sets_the_wake_timer(db, sim, storage_dir):
+    worker = Worker(settings=make_settings(db, sim, storage_dir), db=None, pipeline=None)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    for first, second in ((5.0, 600.0), (600.0, 5.0)):
+        worker._wake_timer = None
+        worker._due_at(str(time.time() + first))
+        worker._due_at(str(time.time() + second))
+        assert worker._wake_timer is not None
+        left = worker._wake_timer.when() - loop.time()
+        assert 0 < left <= 5.0, f"due in 5 s and in 600 s: the timer is set for {left:.1f} s"
+        worker._wake_timer.cancel()

@@ -585,3 +585,12 @@ async def test_the_url_token_is_bound_to_the_job_and_to_this_deployments_fal_key
     other_deployment = hooked(fal_key="another-accounts-key")
     assert other_deployment.fal_webhook_url(job_a) != url_a
     assert settings_for(providers="fal").fal_webhook_url(job_a) is None, "no public URL: no webhooks"
+
+
+async def test_without_listen_a_delivery_this_worker_records_still_wakes_its_job(users, hooked, sim):
+    sim.queue_seconds, sim.run_seconds = 0.1, 0.1
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(worker_listen=False)) as app:  # no NOTIFY reaches this worker
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed", seconds=10)
+    assert sim.requests["fal.status"] == 0, "woken by its own server's delivery, not by the 30 s fallback poll"

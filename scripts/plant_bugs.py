@@ -51,16 +51,16 @@ PLANTS = [
     ),
     Plant(
         "the refund's once-guard (`quota_refunded_at is null`) removed",
-        "supabase/migrations/0007_quota_refunds.sql",
+        "supabase/migrations/0033_submissions_in_flight.sql",
         "  if new.quota_refunded_at is null\n     and old.status",
         "  if old.status",
         "tests/db/test_quota.py::test_a_refund_reached_twice_by_a_path_around_the_state_machine_is_given_once",
     ),
     Plant(
         "the refund's `used > 0` guard removed",
-        "supabase/migrations/0007_quota_refunds.sql",
-        "       and day = old.quota_day\n       and used > 0;",
-        "       and day = old.quota_day;",
+        "supabase/migrations/0033_submissions_in_flight.sql",
+        "   where u.user_id = p_user_id and u.day = p_day and u.used > 0",
+        "   where u.user_id = p_user_id and u.day = p_day",
         "tests/db/test_quota.py::test_a_job_failing_after_its_users_quota_was_reset_still_ends_failed",
     ),
     Plant(
@@ -167,14 +167,14 @@ PLANTS = [
     ),
     Plant(
         "the budget check lets the reservation that crosses the cap through",
-        "supabase/migrations/0024_daily_budget.sql",
+        "supabase/migrations/0036_job_internals_private.sql",
         "  if v_cap is not null and v_committed + p_cost_usd > v_cap then",
         "  if v_cap is not null and v_committed > v_cap then",
         "tests/worker/test_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
     ),
     Plant(
         "a provider's concurrency cap is not enforced",
-        "supabase/migrations/0026_provider_concurrency.sql",
+        "supabase/migrations/0036_job_internals_private.sql",
         "    if v_in_flight >= v_max then",
         "    if v_in_flight > v_max + 100 then",
         "tests/worker/test_operator_faults.py::"
@@ -293,7 +293,7 @@ PLANTS = [
     ),
     Plant(
         "the answer naming the task the job already adopted is refused (and its task canceled)",
-        "supabase/migrations/0030_job_submissions.sql",
+        "supabase/migrations/0033_submissions_in_flight.sql",
         "    return 'held';",
         "    null;",
         "tests/db/test_provider_deliveries.py::"
@@ -301,7 +301,7 @@ PLANTS = [
     ),
     Plant(
         "a lost answer is not counted as uncertain",
-        "supabase/migrations/0030_job_submissions.sql",
+        "supabase/migrations/0033_submissions_in_flight.sql",
         "         uncertain_submissions = j.uncertain_submissions + 1",
         "         uncertain_submissions = j.uncertain_submissions",
         "tests/db/test_provider_deliveries.py::test_a_job_waiting_after_a_lost_answer_adopts_the_request_its_delivery_names",
@@ -419,23 +419,25 @@ PLANTS = [
     ),
     Plant(
         "a release at one provider gives back every provider's spend (the provider forgotten)",
-        "supabase/migrations/0024_daily_budget.sql",
-        "   where s.day = (now() at time zone 'utc')::date and s.provider = p_provider;",
-        "   where s.day = (now() at time zone 'utc')::date;",
+        "supabase/migrations/0036_job_internals_private.sql",
+        "   where s.day = v_flight.day and s.provider = v_flight.provider;",
+        "   where s.day = v_flight.day;",
         "tests/db/test_budget.py::test_a_release_at_one_provider_leaves_the_others_committed_spend",
     ),
     Plant(
         "a reservation is taken by a worker whose lease ran out",
-        "supabase/migrations/0024_daily_budget.sql",
-        "     where j.id = p_job_id and j.locked_by = p_worker_id and j.locked_until > now()\n  ) then",
-        "     where j.id = p_job_id and j.locked_by = p_worker_id\n  ) then",
+        "supabase/migrations/0036_job_internals_private.sql",
+        "or we see the cancel\n  select * into v_job from public.video_jobs j where j.id = p_job_id for update;\n"
+        "  if not vidanim_private.holds_queued_job(v_job, p_worker_id) then",
+        "or we see the cancel\n  select * into v_job from public.video_jobs j where j.id = p_job_id for update;\n"
+        "  if v_job.locked_by is distinct from p_worker_id then",
         "tests/db/test_budget.py::test_a_reservation_by_the_holder_of_an_expired_lease_is_refused",
     ),
     Plant(
         "a job whose worker died mid-submission keeps its provider slot",
-        "supabase/migrations/0026_provider_concurrency.sql",
-        "or (j.status = 'queued' and j.submitting_to = p_provider and j.locked_until > now()));",
-        "or (j.status = 'queued' and j.submitting_to = p_provider));",
+        "supabase/migrations/0036_job_internals_private.sql",
+        "               and j.status = 'queued' and j.locked_until > now())",
+        "               and j.status = 'queued')",
         "tests/db/test_provider_breakers.py::"
         "test_a_slot_held_by_a_job_whose_lease_expired_mid_submission_is_free_again",
     ),

@@ -34,7 +34,9 @@ from vidanim.webhooks.fal import (
     HEADER_TIMESTAMP,
     HEADER_USER_ID,
     MAX_BODY_BYTES,
+    new_token,
     sign,
+    token_hash,
 )
 
 
@@ -55,6 +57,7 @@ def hooked(settings_for, sim, port):
             "fal_webhook_jwks_urls": sim.jwks_url,
             "fal_webhook_poll_seconds": 30.0,
             "uncertain_submission_wait_seconds": 30.0,
+            "fal_webhook_user_id": sim.webhooks.user_id,
         }
         return settings_for(**(values | overrides))
 
@@ -77,6 +80,22 @@ async def run_until(app, predicate, seconds: float = 15.0) -> None:
 
 def status_of(users, job_id) -> str:
     return str(users.job(job_id)["status"])
+
+
+def token_for(db, job_id, *, provider: str = "fal", seconds: float = 600.0) -> str:
+    """A URL token as a submission's would be, put in place as the table's owner (test setup)."""
+    token = new_token()
+    with db.connect() as conn:
+        conn.execute(
+            "insert into vidanim_private.video_webhook_tokens (token_hash, job_id, provider, expires_at)"
+            " values (%s, %s, %s, now() + make_interval(secs => %s))",
+            (token_hash(token), job_id, provider, seconds),
+        )
+    return token
+
+
+def hook_url(app, job_id, token: str) -> str:
+    return f"{app.http_url}/webhooks/fal/{job_id}?token={token}"
 
 
 def stored_deliveries(db, job_id) -> list[tuple[str, str, int]]:
@@ -118,7 +137,7 @@ async def test_a_fal_job_completes_through_its_webhook_without_a_single_poll(use
     async with running(settings) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
     (task,) = sim.paid_tasks_for(job["id"])
-    assert task.webhook_url == settings.fal_webhook_url(job["id"])
+    assert task.webhook_url.startswith(f"{settings.webhook_public_url}/webhooks/fal/{job['id']}?token=")
     assert task.webhook_url.startswith(f"{app.http_url}/webhooks/fal/{job['id']}?token=")
     assert (sim.requests["fal.status"], sim.requests["fal.result"]) == (0, 0), "no poll, no result fetch"
     assert [a.status for a in sim.webhooks.attempts_for(task.id)] == [200]
@@ -232,11 +251,13 @@ async def test_late_deliveries_for_a_completed_job_are_duplicates_or_canceled_or
     async with running(settings) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
         (task,) = sim.paid_tasks_for(job["id"])
-        url = settings.fal_webhook_url(job["id"])
-        again = await signed_post(sim, url, task.id, {"request_id": task.id, "status": "OK", "payload": {}})
-        # a request at fal that this job never recorded (as a lost submission's would be)
+        again = await signed_post(
+            sim, task.webhook_url, task.id, {"request_id": task.id, "status": "OK", "payload": {}}
+        )
+        # a request at fal that this job never recorded (as a lost submission's would be), with its own token
         stray = (await app.providers["fal"].submit("https://example.test/cat.png", None, {})).task_id
-        orphan = await signed_post(sim, url, stray, {"request_id": stray, "status": "OK", "payload": {}})
+        stray_url = hook_url(app, job["id"], token_for(db, job["id"]))
+        orphan = await signed_post(sim, stray_url, stray, {"request_id": stray, "status": "OK", "payload": {}})
         for _ in range(100):
             if ("fal", stray) in sim.cancels:
                 break
@@ -253,7 +274,7 @@ async def test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it
     job = users.request(user, path)
     settings = hooked()
     async with running(settings) as app:
-        url = settings.fal_webhook_url(job["id"])
+        url = hook_url(app, job["id"], token_for(db, job["id"]))
         body = {"request_id": "req-1", "status": "OK", "payload": {}}
         raw = json.dumps(body).encode()
         async with httpx.AsyncClient(timeout=5) as client:
@@ -288,7 +309,7 @@ async def test_a_database_outage_answers_503_so_fal_delivers_again(users, hooked
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(hooked()) as app:
-        real = app.worker.db.record_delivery
+        real = app.worker.db.record_tokened_delivery
         calls = 0
 
         async def down_once(*args: Any) -> str:
@@ -298,7 +319,7 @@ async def test_a_database_outage_answers_503_so_fal_delivers_again(users, hooked
                 raise psycopg.OperationalError("the database went away")
             return await real(*args)
 
-        app.worker.db.record_delivery = down_once  # type: ignore[method-assign]
+        app.worker.db.record_tokened_delivery = down_once  # type: ignore[method-assign]
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
     assert [a.status for a in sim.webhooks.answers] == [503, 200]
     assert len(sim.paid_tasks_for(job["id"])) == 1
@@ -412,6 +433,7 @@ def start_hooked_process(db, sim, storage_dir, log, port: int) -> subprocess.Pop
         "VIDANIM_WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "VIDANIM_FAL_WEBHOOK_JWKS_URLS": sim.jwks_url,
         "VIDANIM_FAL_WEBHOOK_POLL_SECONDS": "30",
+        "VIDANIM_FAL_WEBHOOK_USER_ID": sim.webhooks.user_id,
     }
     args = [db.dsn, sim.fal_key, sim.runway_secret, sim.base_url, str(storage_dir), "doomed-worker", "2"]
     with log.open("wb") as log_file:
@@ -565,7 +587,9 @@ async def test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_jo
         other_job = users.request(*users.user_with_image())
         replayed = await signed_post(  # a captured URL of another job, pointed at this one
             sim,
-            settings.fal_webhook_url(other_job["id"]).replace(str(other_job["id"]), str(job["id"])),
+            hook_url(app, other_job["id"], token_for(db, other_job["id"])).replace(
+                str(other_job["id"]), str(job["id"])
+            ),
             "attacker-req",
             body,
         )
@@ -577,11 +601,22 @@ async def test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_jo
     assert (row["status"], row["provider_task_id"]) == ("queued", None), "nothing adopted"
 
 
-async def test_the_url_token_is_bound_to_the_job_and_to_this_deployments_fal_key(hooked, settings_for):
-    settings = hooked()
-    job_a, job_b = uuid.uuid4(), uuid.uuid4()
-    url_a, url_b = settings.fal_webhook_url(job_a), settings.fal_webhook_url(job_b)
-    assert url_a.split("token=")[1] != url_b.split("token=")[1]
-    other_deployment = hooked(fal_key="another-accounts-key")
-    assert other_deployment.fal_webhook_url(job_a) != url_a
-    assert settings_for(providers="fal").fal_webhook_url(job_a) is None, "no public URL: no webhooks"
+async def test_each_submission_gets_a_token_of_its_own_and_the_database_keeps_only_its_hash(users, hooked, sim, db):
+    sim.drop_reply_next("fal.submit")
+    sim.webhooks.fault_next("drop")  # the lost submission never reports: the job submits once more
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(uncertain_submission_wait_seconds=0.2)) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    first, second = sorted(sim.paid_tasks_for(job["id"]), key=lambda t: t.created)
+    tokens = [t.webhook_url.split("token=")[1] for t in (first, second)]
+    assert tokens[0] != tokens[1]
+    with db.connect() as conn:
+        stored = conn.execute(
+            "select token_hash, request_id from vidanim_private.video_webhook_tokens where job_id = %s"
+            " order by issued_at",
+            (job["id"],),
+        ).fetchall()
+    assert [bytes(h) for h, _ in stored] == [token_hash(t) for t in tokens], "hashes only, one per submission"
+    assert [r for _, r in stored] == [None, second.id], "the delivered one is bound to its request"
+    assert hooked(webhook_public_url=None).fal_webhook_url(uuid.uuid4(), new_token()) is None, "no public URL"

@@ -108,17 +108,26 @@ def stored_deliveries(db, job_id) -> list[tuple[str, str, int]]:
 
 
 async def signed_post(
-    sim, url: str, request_id: str, body: dict[str, Any], *, key=None, at: float | None = None, **kw: Any
+    sim,
+    url: str,
+    request_id: str,
+    body: dict[str, Any] | bytes,
+    *,
+    key=None,
+    at: float | None = None,
+    user_id: str = "sim-fal-user",
+    **kw: Any,
 ) -> httpx.Response:
-    """POST a delivery signed as fal signs (the worker's server runs in this event loop: async)."""
-    raw = json.dumps(body).encode()
+    """POST a delivery signed as fal signs (the worker's server runs in this event loop: async);
+    `user_id` is the fal account fal signs it for."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     timestamp = str(int(time.time() if at is None else at))
     headers = {
         "Content-Type": "application/json",
         HEADER_REQUEST_ID: request_id,
-        HEADER_USER_ID: "sim-fal-user",
+        HEADER_USER_ID: user_id,
         HEADER_TIMESTAMP: timestamp,
-        HEADER_SIGNATURE: sign(key or sim.webhooks.key, request_id, "sim-fal-user", timestamp, raw),
+        HEADER_SIGNATURE: sign(key or sim.webhooks.key, request_id, user_id, timestamp, raw),
     }
     async with httpx.AsyncClient(timeout=5) as client:
         return await client.post(url, content=raw, headers=headers | kw.pop("headers", {}), **kw)
@@ -620,3 +629,163 @@ async def test_each_submission_gets_a_token_of_its_own_and_the_database_keeps_on
     assert [bytes(h) for h, _ in stored] == [token_hash(t) for t in tokens], "hashes only, one per submission"
     assert [r for _, r in stored] == [None, second.id], "the delivered one is bound to its request"
     assert hooked(webhook_public_url=None).fal_webhook_url(uuid.uuid4(), new_token()) is None, "no public URL"
+
+
+# trust (migration 0034): our account, per-submission tokens, orphans, what is fetched -----------
+def refusals(app, reason: str) -> float:
+    value = app.metrics.registry.get_sample_value(
+        "vidanim_webhook_refusals_total", {"provider": "fal", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def until(predicate, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_delivery_signed_for_another_fal_account_is_not_adopted_and_completes_no_job(users, hooked, sim, db):
+    """The attacker holds a leaked URL of a job that lost an answer, and has fal sign for their own account."""
+    sim.drop_reply_next("fal.submit")
+    sim.webhooks.fault_next("drop")  # the lost task's own delivery never comes
+    victim, path = users.user_with_image()
+    job = users.request(victim, path)
+    async with running(hooked()) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        await until(lambda: users.job(job["id"])["provider_status"] == "submission_uncertain")
+        (task,) = sim.paid_tasks_for(job["id"])
+        body = {"request_id": "attacker-req", "status": "OK", "payload": {"video": {"url": "https://evil.test/v.mp4"}}}
+        answer = await signed_post(sim, task.webhook_url, "attacker-req", body, user_id="attacker-account")
+        app.worker.stop()
+        await runner
+    assert answer.status_code == 401
+    assert "another fal account" in answer.json()["error"]
+    assert stored_deliveries(db, job["id"]) == []
+    row = users.job(job["id"])
+    assert (row["status"], row["provider_task_id"]) == ("queued", None), "nothing adopted"
+    assert refusals(app, "foreign_account") == 1
+
+
+async def test_deliveries_signed_for_a_foreign_account_are_refused_and_the_poll_completes_the_job(
+    users, hooked, sim, db, events
+):
+    sim.webhooks.user_id = "someone-elses-account"
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(fal_webhook_user_id="our-account", fal_webhook_poll_seconds=1.0)) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    assert sim.webhooks.answers
+    assert {a.status for a in sim.webhooks.answers} == {401}
+    assert stored_deliveries(db, job["id"]) == []
+    assert sim.requests["fal.status"] >= 1, "completed by the fallback poll"
+    assert refusals(app, "foreign_account") == len(sim.webhooks.answers)
+    (line,) = events("webhook.refused")
+    assert line["seen_user_id"] == "someone-elses-account", "the operator can see whose it was"
+
+
+async def test_with_no_fal_account_configured_deliveries_are_refused_and_the_id_seen_is_logged(
+    users, hooked, sim, db, events
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(fal_webhook_user_id=None, fal_webhook_poll_seconds=1.0)) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    assert len(events("webhook.account_unset")) == 1, "said at start"
+    assert {a.status for a in sim.webhooks.answers} == {401}
+    assert [e["seen_user_id"] for e in events("webhook.refused")] == [sim.webhooks.user_id]
+    assert refusals(app, "account_unset") >= 1
+    assert stored_deliveries(db, job["id"]) == []
+
+
+async def test_a_signed_ok_delivery_for_a_job_that_never_lost_an_answer_is_an_orphan_canceled_at_fal(
+    users, hooked, sim, db
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)  # queued, no task, no lost answer: nothing may be adopted
+    async with running(hooked()) as app:
+        stray = (await app.providers["fal"].submit("https://example.test/cat.png", None, {})).task_id
+        body = {"request_id": stray, "status": "OK", "payload": {"video": {"url": "https://v3.fal.media/x.mp4"}}}
+        answer = await signed_post(sim, hook_url(app, job["id"], token_for(db, job["id"])), stray, body)
+        await until(lambda: ("fal", stray) in sim.cancels)
+    assert (answer.status_code, answer.json()) == (200, {"outcome": "orphan"})
+    row = users.job(job["id"])
+    assert (row["status"], row["provider_task_id"]) == ("queued", None)
+
+
+async def test_a_token_is_accepted_until_it_expires_and_another_jobs_token_is_refused(users, hooked, sim, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    other = users.request(*users.user_with_image())
+    body = {"request_id": "req-1", "status": "OK", "payload": {}}
+    async with running(hooked()) as app:
+        fresh = await signed_post(sim, hook_url(app, job["id"], token_for(db, job["id"], seconds=60)), "req-1", body)
+        expired = await signed_post(
+            sim, hook_url(app, job["id"], token_for(db, job["id"], seconds=-0.5)), "req-1", body
+        )
+        foreign = await signed_post(sim, hook_url(app, job["id"], token_for(db, other["id"])), "req-2", body)
+    assert fresh.status_code == 200
+    assert [r.status_code for r in (expired, foreign)] == [401, 401]
+    assert all("not a URL vidanim issued" in r.json()["error"] for r in (expired, foreign))
+    assert [d[0] for d in stored_deliveries(db, job["id"])] == ["req-1"]
+    assert refusals(app, "bad_token") == 2
+
+
+async def test_a_delivered_url_redirecting_to_loopback_is_not_followed_and_the_polled_video_is_stored(
+    users, hooked, sim, db, storage_dir
+):
+    from tests.worker.test_transfer import INTERNAL, Internal
+
+    internal = Internal()
+    sim.webhooks.fault_next("drop")  # the genuine delivery is lost; a doctored one comes instead
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    try:
+        async with running(hooked()) as app:
+            runner = asyncio.create_task(app.worker.run(install_signals=False))
+            await until(lambda: bool(sim.paid_tasks_for(job["id"])) and status_of(users, job["id"]) == "processing")
+            (task,) = sim.paid_tasks_for(job["id"])
+            await until(lambda: task.phase(time.monotonic()) == "succeed")
+            lure = f"{sim.base_url}/redirect?to={internal.url}"
+            body = {"request_id": task.id, "status": "OK", "payload": {"video": {"url": lure}}}
+            answer = await signed_post(sim, task.webhook_url, task.id, body)
+            await until(lambda: status_of(users, job["id"]) == "completed")
+            app.worker.stop()
+            await runner
+    finally:
+        internal.close()
+    assert answer.json() == {"outcome": "recorded"}
+    assert sim.requests["redirect"] >= 1, "the lure was tried"
+    assert internal.hits == 0, "the internal service was never asked"
+    assert sim.requests["fal.status"] >= 1, "the task was polled for the provider's own URL"
+    (stored,) = [p for p in storage_dir.rglob("*.mp4") if "video-outputs" in str(p)]
+    content = stored.read_bytes()
+    assert content != INTERNAL
+    assert len(content) == sim.output_size
+
+
+async def test_a_deeply_nested_signed_body_answers_400(users, hooked, sim, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    deep = b'{"request_id": "req-1", "status": "OK", "payload": {"x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}}"
+    async with running(hooked()) as app:
+        answer = await signed_post(sim, hook_url(app, job["id"], token_for(db, job["id"])), "req-1", deep)
+    assert answer.status_code == 400
+    assert "deeper" in answer.json()["error"]
+    assert refusals(app, "too_deep") == 1
+
+
+async def test_a_flood_of_refused_deliveries_is_counted_and_logged_once_per_reason(users, hooked, sim, db, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked()) as app:
+        url = hook_url(app, job["id"], token_for(db, job["id"]))
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = []
+            for n in range(1000):
+                target = url if n % 2 else f"{app.http_url}/webhooks/fal/{job['id']}?token=guess{n}"
+                answers.append((await client.post(target, content=b"{}")).status_code)
+    assert answers == [401] * 1000
+    assert (refusals(app, "bad_token"), refusals(app, "unsigned")) == (500, 500)
+    assert sorted(e["code"] for e in events("webhook.refused")) == ["bad_token", "unsigned"]

@@ -42,6 +42,8 @@ SERVICE_API = {
     "record_uncertain_video_job_submission",
     "record_video_provider_delivery",
     "get_video_provider_delivery",
+    "issue_video_webhook_token",
+    "video_webhook_token_valid",
 }
 
 FUNCTIONS = """

@@ -28,6 +28,7 @@ def test_worker_until_idle_completes_the_queued_jobs(env, db, tmp_path):
         env.setenv("VIDANIM_DATABASE_URL", db.dsn)
         env.setenv("VIDANIM_FAL_KEY", sim.fal_key)
         env.setenv("VIDANIM_FAL_QUEUE_URL", sim.base_url)
+        env.setenv("VIDANIM_OUTPUT_DEV_HOSTS", sim.base_url.removeprefix("http://"))
         env.setenv("VIDANIM_FAL_POLL_SECONDS", "0.02")
         env.setenv("VIDANIM_LOCAL_STORAGE_DIR", str(tmp_path / "store"))
         env.setenv("VIDANIM_WORKER_IDLE_POLL_SECONDS", "0.05")

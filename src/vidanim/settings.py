@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidanim.pricing import DEFAULT_PRICES_USD_PER_SECOND, UNKNOWN_MODEL_USD_PER_SECOND
-from vidanim.webhooks.fal import DEFAULT_JWKS_URLS, url_token
+from vidanim.webhooks.fal import DEFAULT_JWKS_URLS
 
 
 def _default_worker_id() -> str:
@@ -125,6 +125,21 @@ class Settings(DatabaseSettings):
     log_format: Literal["kv", "json"] = "kv"
     log_level: str = "INFO"
 
+    # fal webhook trust (migration 0034, docs/worker.md "Webhook trust")
+    # our fal account's user id: a delivery fal signed for any other account is refused. Unset: every
+    # delivery is refused (jobs are polled) and the id seen is logged once, so an operator can learn it
+    fal_webhook_user_id: str | None = Field(default=None, min_length=1, max_length=255)
+    # a submission's webhook URL token is accepted for the job's deadline plus this long (fal retries
+    # a delivery for a while after the task ends)
+    fal_webhook_token_margin_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    # where provider outputs may be downloaded from, https only: comma-separated hosts, "*.example.com"
+    # matching any subdomain (docs/providers.md gives the sources)
+    fal_output_hosts: str = "fal.media,*.fal.media"
+    runway_output_hosts: str = "dnznrvs05pmza.cloudfront.net,*.runwayml.com"
+    # development only: "host:port" entries (the simulator's) fetched over http and allowed on loopback
+    # or private addresses, for every provider; empty in production
+    output_dev_hosts: str = ""
+
     def provider_order(self) -> list[str]:
         return self.providers.split(",")
 
@@ -136,9 +151,20 @@ class Settings(DatabaseSettings):
         """Whether fal submissions ask for webhooks (a public URL and a fal key are set)."""
         return bool(self.webhook_public_url) and self.fal_key is not None
 
-    def fal_webhook_url(self, job_id: object) -> str | None:
-        """Where fal delivers a job's result, with the URL's token; None when webhooks are off."""
+    def fal_webhook_url(self, job_id: object, token: str) -> str | None:
+        """Where fal delivers one submission's result, with that submission's token; None when webhooks are off."""
         if not self.webhook_public_url or self.fal_key is None:
             return None
-        token = url_token(self.fal_key.get_secret_value(), job_id)
         return f"{self.webhook_public_url.rstrip('/')}/webhooks/fal/{job_id}?token={token}"
+
+    def webhook_token_seconds(self) -> float:
+        """How long a submission's webhook URL token is accepted: the job's deadline and the margin."""
+        return self.job_deadline_seconds + self.fal_webhook_token_margin_seconds
+
+    def output_hosts(self, provider: str) -> list[str]:
+        """The host patterns a provider's output URLs may name (https only)."""
+        listed = self.fal_output_hosts if provider == "fal" else self.runway_output_hosts
+        return [h.strip().lower() for h in listed.split(",") if h.strip()]
+
+    def output_dev_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.output_dev_hosts.split(",") if h.strip()]

@@ -45,6 +45,8 @@ SERVICE_API = {
     "check_video_job_input",
     "note_video_job_error_detail",
     "get_video_job_internals",
+    "issue_video_webhook_token",
+    "video_webhook_token_valid",
 }
 
 FUNCTIONS = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import psycopg
@@ -141,16 +142,31 @@ def test_adoption_takes_the_job_from_a_worker_submitting_again_which_must_cancel
     assert counts == ("req-orphan", 2, 1)
 
 
-def test_a_finished_video_for_a_queued_job_without_a_task_is_adopted_even_before_its_answer(conn):
+def test_an_ok_delivery_for_a_queued_job_that_never_lost_an_answer_is_an_orphan(conn):
+    """0034: an OK delivery alone proves nothing (another fal account can have one signed): no adoption."""
     row, _ = job(conn)
-    claim(conn, "w1")  # w1 submitted; fal finished before w1 recorded the answer
-    assert deliver(conn, row["id"], "req-fast") == "adopted"
-    outcome = service(conn, SUBMITTED, (row["id"], "w1", "fal", "req-fast", "IN_QUEUE"))[0]["outcome"]
-    assert outcome == "held", "w1's answer names the task the job adopted: nothing to cancel"
+    claim(conn, "w1")  # w1 submitted; a delivery arrives before its answer is recorded
+    assert deliver(conn, row["id"], "req-fast") == "orphan"
     state = conn.execute(
         "select status, provider, provider_task_id from public.video_jobs where id = %s", (row["id"],)
     ).fetchone()
-    assert state == ("processing", "fal", "req-fast")
+    assert state == ("queued", None, None), "nothing adopted"
+    outcome = service(conn, SUBMITTED, (row["id"], "w1", "fal", "req-fast", "IN_QUEUE"))[0]["outcome"]
+    assert outcome == "recorded", "w1's own answer still records its task: the race costs nothing"
+    (got,) = service(conn, GET, (row["id"],))
+    assert got["request_id"] == "req-fast", "and the delivery already recorded is read by its worker"
+
+
+def test_a_fal_delivery_for_a_job_whose_answer_was_lost_at_runway_is_an_orphan(conn):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    service(conn, UNCERTAIN, (row["id"], "w1", "runway", 600))
+    assert deliver(conn, row["id"], "req-fal") == "orphan"
+    state = conn.execute(
+        "select status, provider, provider_task_id, provider_status from public.video_jobs where id = %s",
+        (row["id"],),
+    ).fetchone()
+    assert state == ("queued", "runway", None, "submission_uncertain"), "still waiting for runway's task"
 
 
 def test_a_failed_request_for_a_queued_job_not_waiting_for_one_is_an_orphan(conn):
@@ -269,3 +285,126 @@ def test_a_failed_request_at_fal_is_not_adopted_by_a_job_whose_lost_answer_was_r
         "select status, provider, provider_task_id, provider_status from public.video_jobs where id = %s", (row["id"],)
     ).fetchone()
     assert state == ("queued", "runway", None, "submission_uncertain"), "the job still waits for Runway's task"
+
+
+# URL tokens (0034) -----------------------------------------------------------------------
+ISSUE = "select public.issue_video_webhook_token(%s, %s, %s, %s, %s) as expires_at"
+VALID = "select public.video_webhook_token_valid(%s, %s) as valid"
+RECORD_WITH_TOKEN = "select public.record_video_provider_delivery(%s, %s, %s, %s, %s, %s) as outcome"
+
+
+def issue(conn, job_id, worker="w1", provider="fal", ttl=600.0):
+    token = hashlib.sha256(uuid.uuid4().bytes).digest()
+    service(conn, ISSUE, (job_id, worker, provider, token, ttl))
+    return token
+
+
+def valid(conn, job_id, token) -> bool:
+    return bool(service(conn, VALID, (job_id, token))[0]["valid"])
+
+
+def deliver_with(conn, job_id, token, request_id, provider="fal"):
+    body = psycopg.types.json.Jsonb({"request_id": request_id, **OK})
+    (row,) = service(conn, RECORD_WITH_TOKEN, (job_id, provider, request_id, "OK", body, token))
+    return row["outcome"]
+
+
+def expire_in(conn, token, seconds: float) -> None:
+    conn.execute(
+        "update vidanim_private.video_webhook_tokens set expires_at = now() + make_interval(secs => %s)"
+        " where token_hash = %s",
+        (seconds, token),
+    )
+
+
+def test_a_token_is_valid_for_its_job_only_and_only_its_hash_is_kept(conn):
+    row, _ = job(conn)
+    other, _ = job(conn)
+    claim(conn, "w1", limit=2)
+    token = issue(conn, row["id"])
+    assert valid(conn, row["id"], token)
+    assert not valid(conn, other["id"], token), "another job's token"
+    assert not valid(conn, row["id"], hashlib.sha256(b"guessed").digest())
+    stored = conn.execute("select token_hash, job_id from vidanim_private.video_webhook_tokens").fetchall()
+    assert [(bytes(h), j) for h, j in stored] == [(token, row["id"])]
+
+
+def test_a_token_is_valid_until_its_expiry_and_not_after(conn):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    token = issue(conn, row["id"])
+    expire_in(conn, token, 1.0)
+    assert valid(conn, row["id"], token), "a second before its expiry"
+    assert deliver_with(conn, row["id"], token, "req-1") == "orphan"
+    expire_in(conn, token, -0.001)
+    assert not valid(conn, row["id"], token), "a millisecond after"
+    assert deliver_with(conn, row["id"], token, "req-1") == "refused_token"
+    assert deliveries(conn, "req-1") == [("orphan", 1)], "the refused one was not counted"
+
+
+def test_a_first_submissions_token_does_not_carry_the_next_ones_deliveries_after_it_expires(conn):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    first = issue(conn, row["id"])
+    service(conn, UNCERTAIN, (row["id"], "w1", "fal", 0))
+    claim(conn, "w1")
+    second = issue(conn, row["id"])
+    expire_in(conn, first, -1)
+    assert not valid(conn, row["id"], first)
+    assert deliver_with(conn, row["id"], first, "req-2") == "refused_token"
+    assert deliver_with(conn, row["id"], second, "req-2") == "adopted"
+
+
+def test_a_token_reports_one_request_at_most(conn):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    token = issue(conn, row["id"])
+    service(conn, UNCERTAIN, (row["id"], "w1", "fal", 600))
+    assert deliver_with(conn, row["id"], token, "req-1") == "adopted"
+    assert deliver_with(conn, row["id"], token, "req-1") == "duplicate", "fal delivers at least once"
+    assert deliver_with(conn, row["id"], token, "req-other") == "refused_token"
+    assert deliver_with(conn, row["id"], token, "req-1", provider="runway") == "refused_token", "issued for fal"
+    assert deliveries(conn, "req-other") == []
+
+
+def test_only_the_worker_holding_the_queued_job_issues_a_token(conn):
+    row, _ = job(conn)
+    with raises_sqlstate("PT409"):
+        issue(conn, row["id"])  # nobody holds it
+    claim(conn, "w1")
+    with raises_sqlstate("PT409"):
+        issue(conn, row["id"], worker="w2")
+    with raises_sqlstate("PT404"):
+        issue(conn, uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    ("token", "ttl", "message"),
+    [
+        (b"short", 60, "32 bytes"),
+        (None, 60, "32 bytes"),
+        (b"x" * 32, 0, "token lives"),
+        (b"x" * 32, 1e9, "token lives"),
+    ],
+)
+def test_issue_token_refuses_bad_arguments(conn, token, ttl, message):
+    row, _ = job(conn)
+    claim(conn, "w1")
+    with raises_sqlstate("22023", message):
+        service(conn, ISSUE, (row["id"], "w1", "fal", token, ttl))
+
+
+@pytest.mark.parametrize(
+    ("query", "args"),
+    [
+        (ISSUE, ("w1", "fal", b"x" * 32, 60)),
+        (VALID, (b"x" * 32,)),
+        (RECORD_WITH_TOKEN, ("fal", "req-1", "OK", psycopg.types.json.Jsonb(OK), b"x" * 32)),
+    ],
+)
+def test_a_user_can_neither_issue_nor_check_nor_use_a_token(conn, query, args):
+    job_id, user = running_job(conn)
+    with raises_sqlstate("42501"), as_user(conn, user) as cur:
+        cur.execute(query, (job_id, *args))
+    with raises_sqlstate("42501"), as_user(conn, user) as cur:
+        cur.execute("select * from vidanim_private.video_webhook_tokens")

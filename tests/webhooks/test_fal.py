@@ -22,9 +22,12 @@ from vidanim.webhooks.fal import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     HEADER_USER_ID,
+    MAX_JSON_DEPTH,
     FalWebhookVerifier,
+    ForeignAccount,
     JwksKeys,
     WebhookRefused,
+    json_depth_exceeds,
     jwk_of,
     keys_from_jwks,
     sign,
@@ -82,7 +85,7 @@ def clock():
 
 @pytest.fixture
 def verifier(sim, http, clock):
-    return FalWebhookVerifier(JwksKeys([sim.jwks_url], http, clock=clock))
+    return FalWebhookVerifier(JwksKeys([sim.jwks_url], http, clock=clock), expected_user_id=USER)
 
 
 async def test_a_delivery_signed_with_a_key_of_the_set_is_accepted(sim, verifier):
@@ -109,7 +112,7 @@ NOW = 1_800_000_000  # a fixed clock for the window: the edge is exact, not a ra
 
 @pytest.mark.parametrize("offset", [-301, 301, -3600, 86400])
 async def test_a_timestamp_more_than_300_s_away_is_stale(sim, http, offset):
-    verifier = FalWebhookVerifier(JwksKeys([sim.jwks_url], http), clock=lambda: float(NOW))
+    verifier = FalWebhookVerifier(JwksKeys([sim.jwks_url], http), clock=lambda: float(NOW), expected_user_id=USER)
     body = body_of()
     with pytest.raises(WebhookRefused) as refused:
         await verifier.verify(signed(sim.webhooks.key, body, at=NOW + offset), body)
@@ -133,7 +136,7 @@ async def test_a_timestamp_that_is_not_whole_seconds_is_refused_even_when_signed
 
 @pytest.mark.parametrize("offset", [-300, -299, 0, 299, 300])
 async def test_a_timestamp_within_300_s_is_accepted(sim, http, offset):
-    verifier = FalWebhookVerifier(JwksKeys([sim.jwks_url], http), clock=lambda: float(NOW))
+    verifier = FalWebhookVerifier(JwksKeys([sim.jwks_url], http), clock=lambda: float(NOW), expected_user_id=USER)
     body = body_of()
     assert (await verifier.verify(signed(sim.webhooks.key, body, at=NOW + offset), body)).status == "OK"
 
@@ -245,14 +248,14 @@ async def test_unknown_signatures_refresh_the_keys_at_most_once_a_minute(sim, ve
 
 async def test_every_configured_url_is_read_and_one_failing_is_tolerated(sim, http, clock):
     keys = JwksKeys([f"{sim.base_url}/no-such/jwks.json", sim.jwks_url, "http://127.0.0.1:9/jwks.json"], http)
-    verifier = FalWebhookVerifier(keys, clock=time.time)
+    verifier = FalWebhookVerifier(keys, clock=time.time, expected_user_id=USER)
     body = body_of()
     assert (await verifier.verify(signed(sim.webhooks.key, body), body)).status == "OK"
     assert keys.fetches == 3
 
 
 async def test_no_key_server_answering_refuses_every_delivery(sim, http):
-    verifier = FalWebhookVerifier(JwksKeys(["http://127.0.0.1:9/jwks.json"], http))
+    verifier = FalWebhookVerifier(JwksKeys(["http://127.0.0.1:9/jwks.json"], http), expected_user_id=USER)
     body = body_of()
     with pytest.raises(WebhookRefused) as refused:
         await verifier.verify(signed(sim.webhooks.key, body), body)
@@ -296,3 +299,55 @@ async def test_concurrent_first_deliveries_fetch_the_key_set_once(sim, verifier)
     results = await asyncio.gather(*(verifier.verify(signed(sim.webhooks.key, body), body) for _ in range(10)))
     assert [r.status for r in results] == ["OK"] * 10
     assert verifier.keys.fetches == 1, "one fetch for every delivery that waited on the cold cache"
+
+
+# our fal account only ----------------------------------------------------------------------
+async def test_a_genuine_signature_for_another_fal_account_is_refused_401(sim, http, clock):
+    theirs = FalWebhookVerifier(JwksKeys([sim.jwks_url], http, clock=clock), expected_user_id="our-account")
+    body = body_of()
+    with pytest.raises(ForeignAccount) as refused:
+        await theirs.verify(signed(sim.webhooks.key, body), body)
+    assert (refused.value.status, refused.value.code, refused.value.user_id) == (401, "foreign_account", USER)
+    assert "another fal account" in refused.value.reason
+
+
+async def test_with_no_account_configured_every_delivery_is_refused_naming_the_user_id_signed(sim, http, clock):
+    unset = FalWebhookVerifier(JwksKeys([sim.jwks_url], http, clock=clock))
+    body = body_of()
+    with pytest.raises(ForeignAccount) as refused:
+        await unset.verify(signed(sim.webhooks.key, body), body)
+    assert (refused.value.code, refused.value.user_id) == ("account_unset", USER)
+    assert "VIDANIM_FAL_WEBHOOK_USER_ID" in refused.value.reason
+
+
+async def test_a_forged_user_id_header_is_a_bad_signature_not_an_account_to_learn(sim, verifier):
+    body = body_of()
+    headers = signed(sim.webhooks.key, body) | {HEADER_USER_ID: "someone-else"}
+    with pytest.raises(WebhookRefused) as refused:
+        await verifier.verify(headers, body)
+    assert not isinstance(refused.value, ForeignAccount)
+    assert refused.value.code == "bad_signature"
+
+
+# nesting -----------------------------------------------------------------------------------
+def nested(depth: int) -> bytes:
+    """A delivery of fal's shape whose "payload" holds arrays `depth` levels deep in all."""
+    inner = "[" * (depth - 2) + "]" * (depth - 2)
+    return b'{"request_id": "%s", "status": "OK", "payload": {"x": %s}}' % (REQUEST_ID.encode(), inner.encode())
+
+
+async def test_a_body_nested_deeper_than_the_bound_is_refused_400(sim, verifier):
+    at_bound = nested(MAX_JSON_DEPTH)
+    assert (await verifier.verify(signed(sim.webhooks.key, at_bound), at_bound)).status == "OK"
+    for depth in (MAX_JSON_DEPTH + 1, 200_000):  # the second made json.loads raise RecursionError
+        body = nested(depth)
+        with pytest.raises(WebhookRefused) as refused:
+            await verifier.verify(signed(sim.webhooks.key, body), body)
+        assert (refused.value.status, refused.value.code) == (400, "too_deep")
+
+
+def test_brackets_inside_strings_do_not_nest():
+    deep_text = json.dumps({"text": "[" * 1000 + '\\"{' * 100}).encode()
+    assert not json_depth_exceeds(deep_text, 3)
+    assert json_depth_exceeds(b'{"a": [[{"b": "]]]"}]]}', 3)
+    assert not json_depth_exceeds(b'{"a": [[{"b": "]]]"}]]}', 4)

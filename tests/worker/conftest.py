@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -53,6 +54,8 @@ def make_settings(db, sim, storage_dir: Path, **overrides: Any) -> Settings:
         "local_storage_dir": storage_dir,
         "local_storage_secret": "test-local-signing-secret",
         "job_deadline_seconds": 30,
+        # the simulator serves outputs over http on loopback: a development host (output_hosts.py)
+        "output_dev_hosts": urlsplit(sim.base_url).netloc,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

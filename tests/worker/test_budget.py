@@ -27,6 +27,7 @@ def worker_env(db, sim, storage_dir) -> dict[str, str]:
         "VIDANIM_DATABASE_URL": db.dsn,
         "VIDANIM_FAL_KEY": sim.fal_key,
         "VIDANIM_FAL_QUEUE_URL": sim.base_url,
+        "VIDANIM_OUTPUT_DEV_HOSTS": sim.base_url.removeprefix("http://"),
         "VIDANIM_FAL_POLL_SECONDS": "0.02",
         "VIDANIM_RUNWAY_API_SECRET": sim.runway_secret,
         "VIDANIM_RUNWAY_BASE_URL": sim.base_url,

@@ -34,7 +34,9 @@ from vidanim.webhooks.fal import (
     HEADER_TIMESTAMP,
     HEADER_USER_ID,
     MAX_BODY_BYTES,
+    new_token,
     sign,
+    token_hash,
 )
 
 
@@ -55,6 +57,7 @@ def hooked(settings_for, sim, port):
             "fal_webhook_jwks_urls": sim.jwks_url,
             "fal_webhook_poll_seconds": 30.0,
             "uncertain_submission_wait_seconds": 30.0,
+            "fal_webhook_user_id": sim.webhooks.user_id,
         }
         return settings_for(**(values | overrides))
 
@@ -79,6 +82,22 @@ def status_of(users, job_id) -> str:
     return str(users.job(job_id)["status"])
 
 
+def token_for(db, job_id, *, provider: str = "fal", seconds: float = 600.0) -> str:
+    """A URL token as a submission's would be, put in place as the table's owner (test setup)."""
+    token = new_token()
+    with db.connect() as conn:
+        conn.execute(
+            "insert into vidanim_private.video_webhook_tokens (token_hash, job_id, provider, expires_at)"
+            " values (%s, %s, %s, now() + make_interval(secs => %s))",
+            (token_hash(token), job_id, provider, seconds),
+        )
+    return token
+
+
+def hook_url(app, job_id, token: str) -> str:
+    return f"{app.http_url}/webhooks/fal/{job_id}?token={token}"
+
+
 def stored_deliveries(db, job_id) -> list[tuple[str, str, int]]:
     with db.connect() as conn:
         return conn.execute(
@@ -89,17 +108,26 @@ def stored_deliveries(db, job_id) -> list[tuple[str, str, int]]:
 
 
 async def signed_post(
-    sim, url: str, request_id: str, body: dict[str, Any], *, key=None, at: float | None = None, **kw: Any
+    sim,
+    url: str,
+    request_id: str,
+    body: dict[str, Any] | bytes,
+    *,
+    key=None,
+    at: float | None = None,
+    user_id: str = "sim-fal-user",
+    **kw: Any,
 ) -> httpx.Response:
-    """POST a delivery signed as fal signs (the worker's server runs in this event loop: async)."""
-    raw = json.dumps(body).encode()
+    """POST a delivery signed as fal signs (the worker's server runs in this event loop: async);
+    `user_id` is the fal account fal signs it for."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     timestamp = str(int(time.time() if at is None else at))
     headers = {
         "Content-Type": "application/json",
         HEADER_REQUEST_ID: request_id,
-        HEADER_USER_ID: "sim-fal-user",
+        HEADER_USER_ID: user_id,
         HEADER_TIMESTAMP: timestamp,
-        HEADER_SIGNATURE: sign(key or sim.webhooks.key, request_id, "sim-fal-user", timestamp, raw),
+        HEADER_SIGNATURE: sign(key or sim.webhooks.key, request_id, user_id, timestamp, raw),
     }
     async with httpx.AsyncClient(timeout=5) as client:
         return await client.post(url, content=raw, headers=headers | kw.pop("headers", {}), **kw)
@@ -118,7 +146,7 @@ async def test_a_fal_job_completes_through_its_webhook_without_a_single_poll(use
     async with running(settings) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
     (task,) = sim.paid_tasks_for(job["id"])
-    assert task.webhook_url == settings.fal_webhook_url(job["id"])
+    assert task.webhook_url.startswith(f"{settings.webhook_public_url}/webhooks/fal/{job['id']}?token=")
     assert task.webhook_url.startswith(f"{app.http_url}/webhooks/fal/{job['id']}?token=")
     assert (sim.requests["fal.status"], sim.requests["fal.result"]) == (0, 0), "no poll, no result fetch"
     assert [a.status for a in sim.webhooks.attempts_for(task.id)] == [200]
@@ -232,11 +260,13 @@ async def test_late_deliveries_for_a_completed_job_are_duplicates_or_canceled_or
     async with running(settings) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
         (task,) = sim.paid_tasks_for(job["id"])
-        url = settings.fal_webhook_url(job["id"])
-        again = await signed_post(sim, url, task.id, {"request_id": task.id, "status": "OK", "payload": {}})
-        # a request at fal that this job never recorded (as a lost submission's would be)
+        again = await signed_post(
+            sim, task.webhook_url, task.id, {"request_id": task.id, "status": "OK", "payload": {}}
+        )
+        # a request at fal that this job never recorded (as a lost submission's would be), with its own token
         stray = (await app.providers["fal"].submit("https://example.test/cat.png", None, {})).task_id
-        orphan = await signed_post(sim, url, stray, {"request_id": stray, "status": "OK", "payload": {}})
+        stray_url = hook_url(app, job["id"], token_for(db, job["id"]))
+        orphan = await signed_post(sim, stray_url, stray, {"request_id": stray, "status": "OK", "payload": {}})
         for _ in range(100):
             if ("fal", stray) in sim.cancels:
                 break
@@ -253,7 +283,7 @@ async def test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it
     job = users.request(user, path)
     settings = hooked()
     async with running(settings) as app:
-        url = settings.fal_webhook_url(job["id"])
+        url = hook_url(app, job["id"], token_for(db, job["id"]))
         body = {"request_id": "req-1", "status": "OK", "payload": {}}
         raw = json.dumps(body).encode()
         async with httpx.AsyncClient(timeout=5) as client:
@@ -288,7 +318,7 @@ async def test_a_database_outage_answers_503_so_fal_delivers_again(users, hooked
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(hooked()) as app:
-        real = app.worker.db.record_delivery
+        real = app.worker.db.record_tokened_delivery
         calls = 0
 
         async def down_once(*args: Any) -> str:
@@ -298,7 +328,7 @@ async def test_a_database_outage_answers_503_so_fal_delivers_again(users, hooked
                 raise psycopg.OperationalError("the database went away")
             return await real(*args)
 
-        app.worker.db.record_delivery = down_once  # type: ignore[method-assign]
+        app.worker.db.record_tokened_delivery = down_once  # type: ignore[method-assign]
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
     assert [a.status for a in sim.webhooks.answers] == [503, 200]
     assert len(sim.paid_tasks_for(job["id"])) == 1
@@ -412,6 +442,7 @@ def start_hooked_process(db, sim, storage_dir, log, port: int) -> subprocess.Pop
         "VIDANIM_WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "VIDANIM_FAL_WEBHOOK_JWKS_URLS": sim.jwks_url,
         "VIDANIM_FAL_WEBHOOK_POLL_SECONDS": "30",
+        "VIDANIM_FAL_WEBHOOK_USER_ID": sim.webhooks.user_id,
     }
     args = [db.dsn, sim.fal_key, sim.runway_secret, sim.base_url, str(storage_dir), "doomed-worker", "2"]
     with log.open("wb") as log_file:
@@ -565,7 +596,9 @@ async def test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_jo
         other_job = users.request(*users.user_with_image())
         replayed = await signed_post(  # a captured URL of another job, pointed at this one
             sim,
-            settings.fal_webhook_url(other_job["id"]).replace(str(other_job["id"]), str(job["id"])),
+            hook_url(app, other_job["id"], token_for(db, other_job["id"])).replace(
+                str(other_job["id"]), str(job["id"])
+            ),
             "attacker-req",
             body,
         )
@@ -577,16 +610,6 @@ async def test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_jo
     assert (row["status"], row["provider_task_id"]) == ("queued", None), "nothing adopted"
 
 
-async def test_the_url_token_is_bound_to_the_job_and_to_this_deployments_fal_key(hooked, settings_for):
-    settings = hooked()
-    job_a, job_b = uuid.uuid4(), uuid.uuid4()
-    url_a, url_b = settings.fal_webhook_url(job_a), settings.fal_webhook_url(job_b)
-    assert url_a.split("token=")[1] != url_b.split("token=")[1]
-    other_deployment = hooked(fal_key="another-accounts-key")
-    assert other_deployment.fal_webhook_url(job_a) != url_a
-    assert settings_for(providers="fal").fal_webhook_url(job_a) is None, "no public URL: no webhooks"
-
-
 async def test_without_listen_a_delivery_this_worker_records_still_wakes_its_job(users, hooked, sim):
     sim.queue_seconds, sim.run_seconds = 0.1, 0.1
     user, path = users.user_with_image()
@@ -594,3 +617,184 @@ async def test_without_listen_a_delivery_this_worker_records_still_wakes_its_job
     async with running(hooked(worker_listen=False)) as app:  # no NOTIFY reaches this worker
         await run_until(app, lambda: status_of(users, job["id"]) == "completed", seconds=10)
     assert sim.requests["fal.status"] == 0, "woken by its own server's delivery, not by the 30 s fallback poll"
+
+
+async def test_each_submission_gets_a_token_of_its_own_and_the_database_keeps_only_its_hash(users, hooked, sim, db):
+    sim.drop_reply_next("fal.submit")
+    sim.webhooks.fault_next("drop")  # the lost submission never reports: the job submits once more
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(uncertain_submission_wait_seconds=0.2)) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    first, second = sorted(sim.paid_tasks_for(job["id"]), key=lambda t: t.created)
+    tokens = [t.webhook_url.split("token=")[1] for t in (first, second)]
+    assert tokens[0] != tokens[1]
+    with db.connect() as conn:
+        stored = conn.execute(
+            "select token_hash, request_id from vidanim_private.video_webhook_tokens where job_id = %s"
+            " order by issued_at",
+            (job["id"],),
+        ).fetchall()
+    assert [bytes(h) for h, _ in stored] == [token_hash(t) for t in tokens], "hashes only, one per submission"
+    assert [r for _, r in stored] == [None, second.id], "the delivered one is bound to its request"
+    assert hooked(webhook_public_url=None).fal_webhook_url(uuid.uuid4(), new_token()) is None, "no public URL"
+
+
+# trust (migration 0034): our account, per-submission tokens, orphans, what is fetched -----------
+def refusals(app, reason: str) -> float:
+    value = app.metrics.registry.get_sample_value(
+        "vidanim_webhook_refusals_total", {"provider": "fal", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def until(predicate, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_delivery_signed_for_another_fal_account_is_not_adopted_and_completes_no_job(users, hooked, sim, db):
+    """The attacker holds a leaked URL of a job that lost an answer, and has fal sign for their own account."""
+    sim.drop_reply_next("fal.submit")
+    sim.webhooks.fault_next("drop")  # the lost task's own delivery never comes
+    victim, path = users.user_with_image()
+    job = users.request(victim, path)
+    async with running(hooked()) as app:
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        await until(lambda: users.job(job["id"])["provider_status"] == "submission_uncertain")
+        (task,) = sim.paid_tasks_for(job["id"])
+        body = {"request_id": "attacker-req", "status": "OK", "payload": {"video": {"url": "https://evil.test/v.mp4"}}}
+        answer = await signed_post(sim, task.webhook_url, "attacker-req", body, user_id="attacker-account")
+        app.worker.stop()
+        await runner
+    assert answer.status_code == 401
+    assert "another fal account" in answer.json()["error"]
+    assert stored_deliveries(db, job["id"]) == []
+    row = users.job(job["id"])
+    assert (row["status"], row["provider_task_id"]) == ("queued", None), "nothing adopted"
+    assert refusals(app, "foreign_account") == 1
+
+
+async def test_deliveries_signed_for_a_foreign_account_are_refused_and_the_poll_completes_the_job(
+    users, hooked, sim, db, events
+):
+    sim.webhooks.user_id = "someone-elses-account"
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(fal_webhook_user_id="our-account", fal_webhook_poll_seconds=1.0)) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    assert sim.webhooks.answers
+    assert {a.status for a in sim.webhooks.answers} == {401}
+    assert stored_deliveries(db, job["id"]) == []
+    assert sim.requests["fal.status"] >= 1, "completed by the fallback poll"
+    assert refusals(app, "foreign_account") == len(sim.webhooks.answers)
+    (line,) = events("webhook.refused")
+    assert line["seen_user_id"] == "someone-elses-account", "the operator can see whose it was"
+
+
+async def test_with_no_fal_account_configured_deliveries_are_refused_and_the_id_seen_is_logged(
+    users, hooked, sim, db, events
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked(fal_webhook_user_id=None, fal_webhook_poll_seconds=1.0)) as app:
+        await run_until(app, lambda: status_of(users, job["id"]) == "completed")
+    assert len(events("webhook.account_unset")) == 1, "said at start"
+    assert {a.status for a in sim.webhooks.answers} == {401}
+    assert [e["seen_user_id"] for e in events("webhook.refused")] == [sim.webhooks.user_id]
+    assert refusals(app, "account_unset") >= 1
+    assert stored_deliveries(db, job["id"]) == []
+
+
+async def test_a_signed_ok_delivery_for_a_job_that_never_lost_an_answer_is_an_orphan_canceled_at_fal(
+    users, hooked, sim, db
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)  # queued, no task, no lost answer: nothing may be adopted
+    async with running(hooked()) as app:
+        stray = (await app.providers["fal"].submit("https://example.test/cat.png", None, {})).task_id
+        body = {"request_id": stray, "status": "OK", "payload": {"video": {"url": "https://v3.fal.media/x.mp4"}}}
+        answer = await signed_post(sim, hook_url(app, job["id"], token_for(db, job["id"])), stray, body)
+        await until(lambda: ("fal", stray) in sim.cancels)
+    assert (answer.status_code, answer.json()) == (200, {"outcome": "orphan"})
+    row = users.job(job["id"])
+    assert (row["status"], row["provider_task_id"]) == ("queued", None)
+
+
+async def test_a_token_is_accepted_until_it_expires_and_another_jobs_token_is_refused(users, hooked, sim, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    other = users.request(*users.user_with_image())
+    body = {"request_id": "req-1", "status": "OK", "payload": {}}
+    async with running(hooked()) as app:
+        fresh = await signed_post(sim, hook_url(app, job["id"], token_for(db, job["id"], seconds=60)), "req-1", body)
+        expired = await signed_post(
+            sim, hook_url(app, job["id"], token_for(db, job["id"], seconds=-0.5)), "req-1", body
+        )
+        foreign = await signed_post(sim, hook_url(app, job["id"], token_for(db, other["id"])), "req-2", body)
+    assert fresh.status_code == 200
+    assert [r.status_code for r in (expired, foreign)] == [401, 401]
+    assert all("not a URL vidanim issued" in r.json()["error"] for r in (expired, foreign))
+    assert [d[0] for d in stored_deliveries(db, job["id"])] == ["req-1"]
+    assert refusals(app, "bad_token") == 2
+
+
+async def test_a_delivered_url_redirecting_to_loopback_is_not_followed_and_the_polled_video_is_stored(
+    users, hooked, sim, db, storage_dir
+):
+    from tests.worker.test_transfer import INTERNAL, Internal
+
+    internal = Internal()
+    sim.webhooks.fault_next("drop")  # the genuine delivery is lost; a doctored one comes instead
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    try:
+        async with running(hooked()) as app:
+            runner = asyncio.create_task(app.worker.run(install_signals=False))
+            await until(lambda: bool(sim.paid_tasks_for(job["id"])) and status_of(users, job["id"]) == "processing")
+            (task,) = sim.paid_tasks_for(job["id"])
+            await until(lambda: task.phase(time.monotonic()) == "succeed")
+            lure = f"{sim.base_url}/redirect?to={internal.url}"
+            body = {"request_id": task.id, "status": "OK", "payload": {"video": {"url": lure}}}
+            answer = await signed_post(sim, task.webhook_url, task.id, body)
+            await until(lambda: status_of(users, job["id"]) == "completed")
+            app.worker.stop()
+            await runner
+    finally:
+        internal.close()
+    assert answer.json() == {"outcome": "recorded"}
+    assert sim.requests["redirect"] >= 1, "the lure was tried"
+    assert internal.hits == 0, "the internal service was never asked"
+    assert sim.requests["fal.status"] >= 1, "the task was polled for the provider's own URL"
+    (stored,) = [p for p in storage_dir.rglob("*.mp4") if "video-outputs" in str(p)]
+    content = stored.read_bytes()
+    assert content != INTERNAL
+    assert len(content) == sim.output_size
+
+
+async def test_a_deeply_nested_signed_body_answers_400(users, hooked, sim, db):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    deep = b'{"request_id": "req-1", "status": "OK", "payload": {"x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}}"
+    async with running(hooked()) as app:
+        answer = await signed_post(sim, hook_url(app, job["id"], token_for(db, job["id"])), "req-1", deep)
+    assert answer.status_code == 400
+    assert "deeper" in answer.json()["error"]
+    assert refusals(app, "too_deep") == 1
+
+
+async def test_a_flood_of_refused_deliveries_is_counted_and_logged_once_per_reason(users, hooked, sim, db, events):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked()) as app:
+        url = hook_url(app, job["id"], token_for(db, job["id"]))
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = []
+            for n in range(1000):
+                target = url if n % 2 else f"{app.http_url}/webhooks/fal/{job['id']}?token=guess{n}"
+                answers.append((await client.post(target, content=b"{}")).status_code)
+    assert answers == [401] * 1000
+    assert (refusals(app, "bad_token"), refusals(app, "unsigned")) == (500, 500)
+    assert sorted(e["code"] for e in events("webhook.refused")) == ["bad_token", "unsigned"]

@@ -13,6 +13,7 @@ Routes (as fal's and Runway's API documentation give them):
     files    GET  /files/{task}.mp4?expires=..&sig=..     the output video (403 once expired)
 
     fal      GET  /.well-known/jwks.json                  the key set its webhooks are signed with
+    any      GET  /redirect?to=<url>                      302 to <url> (an open redirect, for the worker's checks)
 
 A fal submission with `?fal_webhook=<url>` gets its result POSTed there, signed, when
 the task finishes (simulator/webhooks.py: retries and delivery faults).
@@ -44,6 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from vidanim.simulator.http import QuietThreadingHTTPServer
 from vidanim.simulator.media import mp4_chunks
+from vidanim.simulator.webhooks import USER_ID as FAL_USER_ID
 from vidanim.simulator.webhooks import WebhookDispatcher
 
 ROUTES = (
@@ -61,6 +63,7 @@ FAL_REQUEST = re.compile(r"^/(?P<app>[^/]+/[^/]+)/requests/(?P<id>[^/]+)(?P<rest
 RUNWAY_TASK = re.compile(r"^/v1/tasks/(?P<id>[^/]+)$")
 FILE = re.compile(r"^/files/(?P<id>[^/]+)\.mp4$")
 JWKS_PATH = "/.well-known/jwks.json"
+REDIRECT_PATH = "/redirect"
 # fal's answer for a moderated request: the result endpoint's 422 body, the webhook's payload
 FAL_MODERATED = {
     "detail": [{"loc": ["body", "image_url"], "msg": "content policy violation", "type": "content_policy_violation"}]
@@ -145,6 +148,7 @@ class Simulator:
         run_seconds: float = 0.1,
         output_size: int = 64 * 1024,
         video_factory: Callable[[str], bytes] | None = None,
+        fal_user_id: str = FAL_USER_ID,
     ):
         self.fal_key = fal_key
         self.runway_secret = runway_secret
@@ -164,7 +168,7 @@ class Simulator:
         self._expire_urls = 0
         self._drop_replies: Counter[str] = Counter()
         #: fal's webhook deliveries: signing, retries, faults
-        self.webhooks = WebhookDispatcher()
+        self.webhooks = WebhookDispatcher(user_id=fal_user_id)
         self._signing_key = secrets.token_bytes(32)
         # a video_factory's renders, started when the task is created (as a provider works
         # while the task runs), so a finished task's webhook goes out on time
@@ -414,6 +418,16 @@ class Simulator:
                 path = url.path
                 if path == JWKS_PATH and method == "GET":
                     return self._json(200, sim.webhooks.jwks())
+                if path == REDIRECT_PATH and method == "GET":
+                    # an open redirect, as many CDNs and link shorteners have: the worker must not trust it
+                    with sim._lock:
+                        sim.requests["redirect"] += 1
+                    target = (parse_qs(url.query).get("to") or [""])[0]
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 if path.startswith("/files/"):
                     return self._file(path, parse_qs(url.query)) if method == "GET" else self._json(405, None)
                 if path.startswith("/v1/"):

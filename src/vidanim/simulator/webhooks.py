@@ -10,6 +10,9 @@ retries its deliveries. Faults apply to the next deliveries scheduled:
     delay          sent `seconds` late
     reorder        held until the next delivery has been sent (or `seconds` pass)
     bad_signature  the first attempt is signed with a key not in the JWKS
+
+Deliveries are signed for the fal account `user_id` (as fal signs each account's
+with one key); a test sets another to play a foreign account.
 """
 
 from __future__ import annotations
@@ -65,8 +68,18 @@ class Answer:
 
 
 class WebhookDispatcher:
-    def __init__(self, *, max_attempts: int = 20, retry_base: float = 0.2, retry_cap: float = 5.0, threads: int = 16):
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 20,
+        retry_base: float = 0.2,
+        retry_cap: float = 5.0,
+        threads: int = 16,
+        user_id: str = USER_ID,
+    ):
         self.key = Ed25519PrivateKey.generate()
+        #: the fal account the deliveries are signed for (X-Fal-Webhook-User-Id); a test may change it
+        self.user_id = user_id
         self.max_attempts = max_attempts
         self.retry_base = retry_base
         self.retry_cap = retry_cap
@@ -145,9 +158,9 @@ class WebhookDispatcher:
         headers = {
             "Content-Type": "application/json",
             HEADER_REQUEST_ID: item.request_id,
-            HEADER_USER_ID: USER_ID,
+            HEADER_USER_ID: self.user_id,
             HEADER_TIMESTAMP: timestamp,
-            HEADER_SIGNATURE: sign(key, item.request_id, USER_ID, timestamp, item.body),
+            HEADER_SIGNATURE: sign(key, item.request_id, self.user_id, timestamp, item.body),
         }
         try:
             status = self._http.post(item.url, content=item.body, headers=headers).status_code

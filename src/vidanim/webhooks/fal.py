@@ -12,13 +12,21 @@ its signature verifies with any key of the set.
 
 fal signs with one key for every account, and the signature does not cover the URL:
 any fal user could have fal deliver a signed result to our endpoint for any job id,
-and a captured delivery could be replayed to another job's URL. So each URL vidanim
-hands to fal carries a token, an HMAC of the job id under a key only vidanim's
-workers hold (derived from the fal key they share): a delivery to a URL vidanim did
-not issue is refused before its signature is looked at. Keys are cached for at most
+and a captured delivery could be replayed to another job's URL. So two more checks:
+
+* the URL carries a token of the submission's own (`new_token`), random, issued by
+  the worker holding the job right before it submits; the database keeps only its
+  SHA-256 (`token_hash`) with an expiry (migration 0034), and the route refuses a
+  token that is not an unexpired one of that job before it reads the body;
+* the signed `X-Fal-Webhook-User-Id` must be our fal account's
+  (`expected_user_id`); with none configured every delivery is refused (the jobs are
+  polled) and the id seen is logged once, so an operator can learn it.
+
+Keys are cached for at most
 KEYS_MAX_AGE_SECONDS; a signature no cached key verifies triggers one refresh,
 at most once per `refresh_interval` seconds (a flood of forged deliveries costs
-fal's key server one request a minute, not one each).
+fal's key server one request a minute, not one each). A body nested deeper than
+MAX_JSON_DEPTH is refused (400) before it is parsed.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
 import json
+import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,15 +59,34 @@ DEFAULT_JWKS_URLS = ("https://rest.alpha.fal.ai/.well-known/jwks.json", "https:/
 # A result is a small JSON document (the video is a URL); anything larger is not fal's.
 MAX_BODY_BYTES = 1024 * 1024
 SIGNATURE_BYTES = 64
+# fal's results nest a few levels; a deeper body is refused before json.loads could recurse
+MAX_JSON_DEPTH = 64
+TOKEN_BYTES = 32
+# a URL token as new_token() makes them (43 base64url characters); anything else is refused unread
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 class WebhookRefused(Exception):
-    """A delivery that is not accepted: `status` is the HTTP answer (401 or 400)."""
+    """A delivery that is not accepted: `status` is the HTTP answer (401 or 400), `code` a
+    short name of the reason (a metric label, the log's rate-limit key)."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, code: str | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code or f"refused_{status}"
+
+
+class ForeignAccount(WebhookRefused):
+    """A genuine fal signature for a fal account that is not ours (`user_id`: the one signed)."""
+
+    def __init__(self, user_id: str, expected: str | None):
+        if expected is None:
+            reason = "no fal account is configured (VIDANIM_FAL_WEBHOOK_USER_ID): deliveries are refused"
+        else:
+            reason = "the delivery is signed for another fal account"
+        super().__init__(401, reason, "foreign_account" if expected is not None else "account_unset")
+        self.user_id = user_id
 
 
 @dataclass(frozen=True)
@@ -70,14 +98,18 @@ class Delivery:
     body: dict[str, Any]
 
 
-def url_token(secret: str, job_id: object) -> str:
-    """The token of the webhook URL vidanim issues for `job_id` (an HMAC-SHA256 of it)."""
-    key = hashlib.sha256(f"vidanim fal webhook url\n{secret}".encode()).digest()
-    return hmac.new(key, str(job_id).encode(), hashlib.sha256).hexdigest()
+def new_token() -> str:
+    """A submission's webhook URL token: 32 random bytes, base64url."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def token_valid(secret: str, job_id: object, token: str | None) -> bool:
-    return token is not None and hmac.compare_digest(url_token(secret, job_id), token)
+def token_hash(token: str) -> bytes:
+    """What the database keeps of a token (SHA-256): a leaked table names no URL."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def token_well_formed(token: str | None) -> bool:
+    return token is not None and TOKEN_PATTERN.match(token) is not None
 
 
 def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
@@ -181,8 +213,17 @@ def _verified(keys: Sequence[Ed25519PublicKey], signature: bytes, message: bytes
 class FalWebhookVerifier:
     """Checks a delivery exactly as fal documents it; returns it parsed or raises WebhookRefused."""
 
-    def __init__(self, keys: JwksKeys, *, tolerance: float = TOLERANCE_SECONDS, clock: Any = time.time):
+    def __init__(
+        self,
+        keys: JwksKeys,
+        *,
+        expected_user_id: str | None = None,
+        tolerance: float = TOLERANCE_SECONDS,
+        clock: Any = time.time,
+    ):
         self.keys = keys
+        #: our fal account's user id; None: every delivery is refused (ForeignAccount)
+        self.expected_user_id = expected_user_id
         self.tolerance = tolerance
         self.clock = clock
 
@@ -192,42 +233,67 @@ class FalWebhookVerifier:
         timestamp = headers.get(HEADER_TIMESTAMP, "")
         signature_hex = headers.get(HEADER_SIGNATURE, "")
         if not (request_id and user_id and timestamp and signature_hex):
-            raise WebhookRefused(401, "unsigned: an X-Fal-Webhook-* header is missing")
+            raise WebhookRefused(401, "unsigned: an X-Fal-Webhook-* header is missing", "unsigned")
         try:
             sent = int(timestamp)
         except ValueError:
-            raise WebhookRefused(401, "the timestamp is not a number of seconds") from None
+            raise WebhookRefused(401, "the timestamp is not a number of seconds", "bad_timestamp") from None
         if abs(self.clock() - sent) > self.tolerance:
-            raise WebhookRefused(401, f"stale: the timestamp is more than {self.tolerance:g} s from now")
+            raise WebhookRefused(401, f"stale: the timestamp is more than {self.tolerance:g} s from now", "stale")
         try:
             signature = bytes.fromhex(signature_hex)
         except ValueError:
-            raise WebhookRefused(401, "the signature is not hex") from None
+            raise WebhookRefused(401, "the signature is not hex", "bad_signature") from None
         if len(signature) != SIGNATURE_BYTES:
-            raise WebhookRefused(401, "the signature is not 64 bytes")
+            raise WebhookRefused(401, "the signature is not 64 bytes", "bad_signature")
         message = signed_message(request_id, user_id, timestamp, body)
         # no cached key verifies: fal may have rotated its keys, so look once more (rate-limited)
         if not _verified(await self.keys.current(), signature, message) and (
             not await self.keys.refresh() or not _verified(self.keys.keys, signature, message)
         ):
-            raise WebhookRefused(401, "the signature does not verify with any of fal's keys")
+            raise WebhookRefused(401, "the signature does not verify with any of fal's keys", "bad_signature")
+        # only now is the user id fal's word: a forged header names nobody worth logging
+        if self.expected_user_id is None or not secrets.compare_digest(
+            user_id.encode(), self.expected_user_id.encode()
+        ):
+            raise ForeignAccount(user_id, self.expected_user_id)
         return parse_delivery(request_id, body)
 
 
 def parse_delivery(request_id: str, body: bytes) -> Delivery:
     """fal's shape: {"request_id", "status": "OK"|"ERROR", "payload", ...}; 400 otherwise."""
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise WebhookRefused(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", "too_deep")
     try:
         data = json.loads(body)
-    except ValueError:
-        raise WebhookRefused(400, "the body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise WebhookRefused(400, "the body is not JSON", "not_json") from None
     if not isinstance(data, dict):
-        raise WebhookRefused(400, "the body is not a JSON object")
+        raise WebhookRefused(400, "the body is not a JSON object", "shape")
     status = data.get("status")
     if status not in ("OK", "ERROR"):
-        raise WebhookRefused(400, 'the body\'s "status" is not OK or ERROR')
+        raise WebhookRefused(400, 'the body\'s "status" is not OK or ERROR', "shape")
     if data.get("request_id") != request_id:
-        raise WebhookRefused(400, 'the body\'s "request_id" is not the signed one')
+        raise WebhookRefused(400, 'the body\'s "request_id" is not the signed one', "shape")
     payload = data.get("payload")
     if payload is not None and not isinstance(payload, dict):
-        raise WebhookRefused(400, 'the body\'s "payload" is not an object')
+        raise WebhookRefused(400, 'the body\'s "payload" is not an object', "shape")
     return Delivery(request_id=request_id, status=status, body=data)
+
+
+# a JSON string (escapes included): brackets inside one do not nest
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether `body`'s arrays and objects nest deeper than `limit` (strings skipped; no parse)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return True
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from vidanim.logs import log_event
 from vidanim.providers.base import Provider
 from vidanim.providers.fal import FalProvider
 from vidanim.providers.runway import RunwayProvider
@@ -25,6 +27,8 @@ from vidanim.worker.metrics import WorkerMetrics
 from vidanim.worker.pipeline import JobPipeline
 from vidanim.worker.runner import Worker
 from vidanim.worker.transfer import tune_http_reads
+
+log = logging.getLogger("vidanim.worker")
 
 
 class ConfigurationError(Exception):
@@ -125,9 +129,16 @@ async def assembled(
         hooks = None
         if settings.fal_webhooks and settings.fal_key is not None:
             keys = JwksKeys(settings.jwks_urls(), http)
+            if settings.fal_webhook_user_id is None:
+                log_event(
+                    log,
+                    "webhook.account_unset",
+                    logging.WARNING,
+                    reason="VIDANIM_FAL_WEBHOOK_USER_ID is unset: every fal delivery is refused (jobs are polled);"
+                    " the first refusal logs the user id fal signed (docs/worker.md)",
+                )
             hooks = FalWebhooks(
-                FalWebhookVerifier(keys),
-                settings.fal_key.get_secret_value(),
+                FalWebhookVerifier(keys, expected_user_id=settings.fal_webhook_user_id),
                 worker.delivered,
                 lambda rid, job: pipeline.cancel_orphan("fal", rid, str(job)),
             )

@@ -45,10 +45,15 @@ RELEASE_SPEND: LiteralString = "select public.release_video_spend(%s, %s, %s)"
 RECORD_SUBMISSION: LiteralString = "select public.record_video_job_submission(%s, %s, %s, %s, %s) as outcome"
 RECORD_UNCERTAIN: LiteralString = "select * from public.record_uncertain_video_job_submission(%s, %s, %s, %s)"
 RECORD_DELIVERY: LiteralString = "select public.record_video_provider_delivery(%s, %s, %s, %s, %s) as outcome"
+RECORD_TOKENED_DELIVERY: LiteralString = (
+    "select public.record_video_provider_delivery(%s, %s, %s, %s, %s, %s) as outcome"
+)
 DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
 NOTE_ERROR_DETAIL: LiteralString = "select public.note_video_job_error_detail(%s, %s)"
 INTERNALS: LiteralString = "select * from public.get_video_job_internals(%s)"
 CHECK_INPUT: LiteralString = "select * from public.check_video_job_input(%s)"
+ISSUE_WEBHOOK_TOKEN: LiteralString = "select public.issue_video_webhook_token(%s, %s, %s, %s, %s) as expires_at"  # noqa: S105 (SQL, not a secret)
+WEBHOOK_TOKEN_VALID: LiteralString = "select public.video_webhook_token_valid(%s, %s) as valid"  # noqa: S105 (SQL, not a secret)
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
 UPDATE_STATUS: LiteralString = """
@@ -198,6 +203,29 @@ class ServiceDatabase:
         """Record a verified webhook delivery; its outcome (see migration 0031)."""
         (row,) = await self._rows(RECORD_DELIVERY, (job_id, provider, request_id, status, Jsonb(body)))
         return str(row["outcome"])
+
+    async def record_tokened_delivery(
+        self, job_id: uuid.UUID, provider: str, request_id: str, status: str, body: dict[str, Any], token_hash: bytes
+    ) -> str:
+        """Record a verified delivery that came with a URL token (0034): the outcome, or 'refused_token'
+        when the token is not the job's, has expired, or reported another request."""
+        (row,) = await self._rows(
+            RECORD_TOKENED_DELIVERY, (job_id, provider, request_id, status, Jsonb(body), token_hash)
+        )
+        return str(row["outcome"])
+
+    async def issue_webhook_token(
+        self, job_id: uuid.UUID, worker_id: str, provider: str, token_hash: bytes, ttl: float
+    ) -> datetime:
+        """Record a submission's URL token (its SHA-256) for the queued job the worker holds; its expiry."""
+        (row,) = await self._rows(ISSUE_WEBHOOK_TOKEN, (job_id, worker_id, provider, token_hash, ttl))
+        expires: datetime = row["expires_at"]
+        return expires
+
+    async def webhook_token_valid(self, job_id: uuid.UUID, token_hash: bytes) -> bool:
+        """Whether the token (its SHA-256) is an unexpired one issued for the job: one index lookup."""
+        (row,) = await self._rows(WEBHOOK_TOKEN_VALID, (job_id, token_hash))
+        return bool(row["valid"])
 
     async def delivery(self, job_id: uuid.UUID) -> dict[str, Any] | None:
         """The recorded delivery for the task the job holds now, if one arrived."""

@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -34,8 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vidanim.logs import log_event
-from vidanim.webhooks.fal import MAX_BODY_BYTES, FalWebhookVerifier, WebhookRefused, token_valid
+from vidanim.webhooks.fal import (
+    MAX_BODY_BYTES,
+    FalWebhookVerifier,
+    ForeignAccount,
+    WebhookRefused,
+    token_hash,
+    token_well_formed,
+)
 from vidanim.worker.db import ServiceDatabase
+from vidanim.worker.log_limit import LogLimit
 from vidanim.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("vidanim.worker")
@@ -48,12 +56,12 @@ class FalWebhooks:
     """What the webhook route needs besides the database."""
 
     verifier: FalWebhookVerifier
-    #: the key of the URLs' tokens (the fal key)
-    token_secret: str
     #: a delivery was recorded for a running job: wake it, if this process runs it
     on_recorded: Callable[[uuid.UUID], None]
     #: a delivery named a request no job holds: cancel it at fal
     on_orphan: Callable[[str, uuid.UUID], Coroutine[Any, Any, None]]
+    #: refusals are logged at most once a minute per reason (the metrics count each)
+    log_limit: LogLimit = field(default_factory=LogLimit)
 
 
 class BodyTooLarge(Exception):
@@ -73,25 +81,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+BAD_TOKEN = "not a URL vidanim issued: the token is missing, wrong for this job or expired"  # noqa: S105 (a message)
+TOKEN_REUSED = "not a URL vidanim issued for this request: its token reported another one"  # noqa: S105 (a message)
+
+
 def webhook_route(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhooks) -> Route:
     background: set[asyncio.Task[None]] = set()
 
-    async def fal_webhook(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            job_id = uuid.UUID(request.path_params["job_id"])
-        except ValueError:
-            return JSONResponse({"error": "no such job"}, status_code=404)
-        try:
-            if not token_valid(hooks.token_secret, job_id, request.query_params.get("token")):
-                raise WebhookRefused(401, "not a URL vidanim issued: the token is missing or wrong for this job")
-            body = await read_body(request, MAX_BODY_BYTES)
-            delivery = await hooks.verifier.verify(request.headers, body)
-        except BodyTooLarge:
-            metrics.observe_webhook("fal", "refused_413", time.perf_counter() - started)
-            return JSONResponse({"error": "the body is larger than a result"}, status_code=413)
-        except WebhookRefused as exc:
-            metrics.observe_webhook("fal", f"refused_{exc.status}", time.perf_counter() - started)
+    def refused(job_id: uuid.UUID, exc: WebhookRefused, started: float) -> Response:
+        metrics.observe_webhook("fal", f"refused_{exc.status}", time.perf_counter() - started)
+        metrics.observe_refusal("fal", exc.code)
+        quiet = hooks.log_limit.allow(exc.code)
+        if quiet is not None:
+            extra = {"seen_user_id": exc.user_id} if isinstance(exc, ForeignAccount) else {}
             log_event(
                 log,
                 "webhook.refused",
@@ -100,21 +102,53 @@ def webhook_route(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhook
                 job_id=str(job_id),
                 status=exc.status,
                 reason=exc.reason,
+                code=exc.code,
+                suppressed=quiet,
+                **extra,
             )
-            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+    def unrecorded(job_id: uuid.UUID, exc: Exception, started: float) -> Response:
+        metrics.observe_webhook("fal", "error", time.perf_counter() - started)
+        log_event(
+            log,
+            "webhook.unrecorded",
+            logging.ERROR,
+            provider="fal",
+            job_id=str(job_id),
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return JSONResponse({"error": "not recorded; deliver again"}, status_code=503)
+
+    async def fal_webhook(request: Request) -> Response:
+        started = time.perf_counter()
         try:
-            outcome = await db.record_delivery(job_id, "fal", delivery.request_id, delivery.status, delivery.body)
-        except Exception as exc:  # not recorded: fal must deliver again
-            metrics.observe_webhook("fal", "error", time.perf_counter() - started)
-            log_event(
-                log,
-                "webhook.unrecorded",
-                logging.ERROR,
-                provider="fal",
-                job_id=str(job_id),
-                error=f"{type(exc).__name__}: {exc}",
+            job_id = uuid.UUID(request.path_params["job_id"])
+        except ValueError:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        token = request.query_params.get("token")
+        try:
+            # one primary-key lookup, before a byte of the body is read
+            known = token_well_formed(token) and await db.webhook_token_valid(job_id, token_hash(token or ""))
+        except Exception as exc:  # the database is away: fal must deliver again
+            return unrecorded(job_id, exc, started)
+        try:
+            if not known:
+                raise WebhookRefused(401, BAD_TOKEN, "bad_token")
+            body = await read_body(request, MAX_BODY_BYTES)
+            delivery = await hooks.verifier.verify(request.headers, body)
+        except BodyTooLarge:
+            return refused(job_id, WebhookRefused(413, "the body is larger than a result", "too_large"), started)
+        except WebhookRefused as exc:
+            return refused(job_id, exc, started)
+        try:
+            outcome = await db.record_tokened_delivery(
+                job_id, "fal", delivery.request_id, delivery.status, delivery.body, token_hash(token or "")
             )
-            return JSONResponse({"error": "not recorded; deliver again"}, status_code=503)
+        except Exception as exc:  # not recorded: fal must deliver again
+            return unrecorded(job_id, exc, started)
+        if outcome == "refused_token":
+            return refused(job_id, WebhookRefused(401, TOKEN_REUSED, "token_reused"), started)
         if outcome == "recorded":
             hooks.on_recorded(job_id)
         elif outcome == "orphan":

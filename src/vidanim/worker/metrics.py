@@ -81,6 +81,13 @@ class WorkerMetrics:
             ["provider", "outcome"],
             registry=r,
         )
+        self.webhook_refusals = Counter(
+            "vidanim_webhook_refusals_total",
+            "Webhook deliveries this worker's endpoint refused, by provider and reason (bad_token, token_reused,"
+            " unsigned, stale, bad_signature, foreign_account, account_unset, shape, too_deep, too_large, ...).",
+            ["provider", "reason"],
+            registry=r,
+        )
         self.webhook_seconds = Histogram(
             "vidanim_webhook_seconds",
             "Time to verify, record and answer a webhook delivery.",
@@ -95,6 +102,9 @@ class WorkerMetrics:
     def observe_webhook(self, provider: str, outcome: str, seconds: float) -> None:
         self.webhooks.labels(provider, outcome).inc()
         self.webhook_seconds.labels(provider).observe(seconds)
+
+    def observe_refusal(self, provider: str, reason: str) -> None:
+        self.webhook_refusals.labels(provider, reason).inc()
 
     def observe_end(self, provider: str | None, status: str, error_code: str | None, submissions: int) -> None:
         self.outcomes.labels(provider or "none", status, error_code or "").inc()

@@ -40,9 +40,11 @@ from vidanim.providers.base import (
 )
 from vidanim.settings import Settings
 from vidanim.storage.base import ObjectExists, ObjectInfo, Storage, StorageError
+from vidanim.webhooks.fal import new_token, token_hash
 from vidanim.worker.backoff import backoff_delay
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.metrics import WorkerMetrics, outcome_of
+from vidanim.worker.output_hosts import output_hosts
 from vidanim.worker.transfer import (
     OUTPUT_BUCKET,
     BadOutput,
@@ -147,6 +149,7 @@ class JobPipeline:
         self.metrics = metrics or WorkerMetrics(self.order)
         self.worker_id = settings.worker_id
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
+        self.output_hosts = {name: output_hosts(settings, name) for name in providers}
 
     def _fields(self, job: Job, **extra: Any) -> dict[str, Any]:
         return {"job_id": str(job.id), "user_id": str(job.user_id), "worker_id": self.worker_id, **extra}
@@ -279,8 +282,15 @@ class JobPipeline:
         """Whether the provider's tasks report by webhook (fal, with a public URL set)."""
         return provider == "fal" and self.settings.fal_webhooks
 
-    def _webhook_url(self, job: Job, provider: str) -> str | None:
-        return self.settings.fal_webhook_url(job.id) if self._webhooks(provider) else None
+    async def _webhook_url(self, job: Job, provider: str) -> str | None:
+        """The submission's own webhook URL: a fresh token, issued under the lease (0034)."""
+        if not self._webhooks(provider):
+            return None
+        token = new_token()
+        await self.db.issue_webhook_token(
+            job.id, self.worker_id, provider, token_hash(token), self.settings.webhook_token_seconds()
+        )
+        return self.settings.fal_webhook_url(job.id, token)
 
     async def _uncertain(self, job: Job, provider: str, exc: SubmissionUncertain) -> None:
         """Count it and let the job wait: for the task's webhook (adoption), then one more try.
@@ -346,15 +356,14 @@ class JobPipeline:
             self.settings.prices_usd_per_second,
             self.settings.price_unknown_model_usd_per_second,
         )
+        webhook_url = await self._webhook_url(job, name)  # PT409 like acquire_slot's when the lease is lost
         if not await self.db.acquire_slot(job.id, self.worker_id, name):
             raise ProviderBusy
         if not await self.db.reserve_spend(job.id, self.worker_id, name, cost):
             raise BudgetReached
         started = time.monotonic()
         try:
-            submission = await provider.submit(
-                image_url, job.prompt, job.options, webhook_url=self._webhook_url(job, name)
-            )
+            submission = await provider.submit(image_url, job.prompt, job.options, webhook_url=webhook_url)
         except ProviderError as exc:
             self.metrics.observe_call(name, "submit", outcome_of(exc), time.monotonic() - started)
             if not isinstance(exc, SubmissionUncertain):
@@ -680,7 +689,12 @@ class JobPipeline:
                 assert status.output_url is not None
                 async with self._downloads:
                     info = await copy_video(
-                        self.http, status.output_url, self.storage, job.output_path, max_bytes=max_bytes
+                        self.http,
+                        status.output_url,
+                        self.storage,
+                        job.output_path,
+                        max_bytes=max_bytes,
+                        hosts=self.output_hosts[provider.name],
                     )
                 log_event(log, "upload.completed", **fields, size=info.size)
             except ObjectExists:

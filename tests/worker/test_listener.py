@@ -150,20 +150,28 @@ def test_a_flood_of_one_error_logs_one_line_and_one_traceback(caplog):
     error = OSError(24, "Too many open files")
     for _ in range(1000):
         noisy.error("socket.accept() out of system resource\nsocket: <fd=6>", exc_info=error)
+    try:
+        raise ValueError("a bug in a route")
+    except ValueError:
+        for _ in range(1000):
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
     logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
     shown = [r for r in caplog.records if r.name in ("asyncio", "uvicorn.error")]
     assert [r.getMessage().split("\n")[0] for r in shown] == [
         "socket.accept() out of system resource",
+        "Exception in ASGI application",
         "Invalid HTTP request received.",
     ]
-    assert shown[0].exc_info is not None, "the first keeps its traceback"
+    assert shown[0].exc_info is None, "an OSError's traceback says nothing its message does not"
+    assert "Too many open files" in shown[0].getMessage()
+    assert shown[1].exc_info is not None, "a bug's first traceback is kept"
 
 
 def test_a_message_shown_again_after_the_quiet_interval_comes_without_its_traceback():
     bounded = BoundedLogs(every=0.0)
-    error = OSError(24, "Too many open files")
+    error = ValueError("a bug")
     first, again = (
-        logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "accept failed", None, (OSError, error, None))
+        logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "route failed", None, (ValueError, error, None))
         for _ in range(2)
     )
     assert bounded.filter(first)

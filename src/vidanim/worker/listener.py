@@ -10,7 +10,8 @@ closed before anything of it is read. Idle keep-alive connections are uvicorn's
 
 `BoundedLogs` keeps the loggers uvicorn and asyncio write to from printing a
 traceback per connection: each distinct message is passed on at most once per
-BOUNDED_LOG_SECONDS, the first with its traceback, the rest counted into the next.
+BOUNDED_LOG_SECONDS, the first with its traceback (none for an OSError: a socket's
+says no more than its message), the rest counted into the next.
 (asyncio's accept loop, out of descriptors, reports EMFILE once per pending connection
 on every turn of the loop: that is how 1,100 connections wrote 126 MB to stderr.)
 """
@@ -53,8 +54,9 @@ class ListenerLimits:
     body_timeout_seconds: float = 15.0
     max_connections: int = 256
     keep_alive_seconds: int = 5
-    #: the listening socket's queue of connections not yet accepted
-    backlog: int = 511
+    #: the listening socket's queue of connections not yet accepted; also how many asyncio accepts in one
+    #: turn of its loop before any is refused and closed, so it bounds the descriptors a burst takes at once
+    backlog: int = 128
 
 
 @dataclass
@@ -208,9 +210,12 @@ class BoundedLogs(logging.Filter):
         if len(self._seen) > 1000:  # many distinct messages: forget the old ones, stay bounded
             self._seen.clear()
         self._seen[key] = (now, 0)
-        if seen is not None:  # its traceback was shown the first time
+        if seen is not None or isinstance(error, OSError):
+            # Shown the first time; and an OSError's (a socket's, an accept's) says no more than its message.
+            if error is not None:
+                record.msg = f"{record.msg} [{type(error).__name__}: {error}]"
             record.exc_info = None
             record.exc_text = None
-            if seen[1]:
+            if seen is not None and seen[1]:
                 record.msg = f"{record.msg} ({seen[1]} more like this in the last {now - seen[0]:.0f} s, not shown)"
         return True

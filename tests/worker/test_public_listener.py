@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import selectors
 import signal
 import socket
 import subprocess
@@ -100,24 +101,34 @@ def half_open(port: int, n: int) -> list[socket.socket]:
     return held
 
 
-def how_it_ended(s: socket.socket) -> str:
-    """Read until the server closes: 'busy' (its 503), 'closed' (EOF, no answer) or 'reset'."""
-    s.settimeout(EOF_SECONDS)
-    received = b""
-    try:
-        while chunk := s.recv(4096):
-            received += chunk
-    except ConnectionResetError:
-        return "busy" if received.startswith(b"HTTP/1.1 503") else "reset"
-    except TimeoutError:
-        return "still open"
-    finally:
+def ends_of(held: list[socket.socket], seconds: float) -> list[str]:
+    """Read every socket until the server closes it: 'busy' (its 503), 'closed' (EOF, no answer),
+    'reset', or 'still open' once `seconds` have passed (one deadline for all)."""
+    received = {s: b"" for s in held}
+    ends: dict[socket.socket, str] = {}
+    with selectors.DefaultSelector() as selector:
+        for s in held:
+            s.setblocking(False)
+            selector.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + seconds
+        while len(ends) < len(held) and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(timeout=left):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:
+                    chunk, ends[s] = b"", "reset"
+                received[s] += chunk
+                if not chunk:
+                    selector.unregister(s)
+                    if s not in ends:
+                        ends[s] = "busy" if received[s].startswith(b"HTTP/1.1 503") else "closed"
+                    if received[s] and not received[s].startswith(b"HTTP/1.1 503"):
+                        ends[s] = f"answered {received[s][:40]!r}"
+    for s in held:
         s.close()
-    return (
-        "busy"
-        if received.startswith(b"HTTP/1.1 503")
-        else ("closed" if not received else f"answered {received[:40]!r}")
-    )
+    return [ends.get(s, "still open") for s in held]
 
 
 def breakers(db) -> list[tuple[str, str]]:
@@ -150,8 +161,7 @@ def test_a_slow_loris_of_1100_connections_leaves_health_jobs_and_breakers_alone(
         assert [state for _, state in breakers(db) if state != "closed"] == [], "no breaker opened"
         assert len(sim.submissions) == 1
 
-        ends = [how_it_ended(s) for s in held]
-        held = []
+        ends, held = ends_of(held, EOF_SECONDS), []
         kinds = {kind: ends.count(kind) for kind in set(ends)}
         assert set(kinds) <= {"busy", "closed", "reset"}, kinds
         assert kinds.get("closed", 0) >= 1, f"the held ones are closed by the header timeout: {kinds}"

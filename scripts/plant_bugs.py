@@ -605,6 +605,35 @@ PLANTS = [
         '    if old["status"] not in ("failed",):',
         "tests/test_cli_ops.py::test_jobs_retry_of_a_canceled_job_makes_a_new_job_and_of_a_completed_one_is_refused",
     ),
+    Plant(
+        "a connection that never finishes its request headers is held forever (the slow-loris)",
+        "src/vidanim/worker/listener.py",
+        "    def _too_slow(self, reason: str) -> None:\n",
+        '    def _too_slow(self, reason: str) -> None:\n        if reason == "header_timeouts":\n            return\n',
+        "tests/worker/test_listener.py::test_a_connection_that_never_finishes_its_headers_is_closed_after_the_header_timeout",
+    ),
+    Plant(
+        "the public listener holds every connection it accepts (no cap)",
+        "src/vidanim/worker/listener.py",
+        "if len(self.connections) >= self.limits.max_connections:",
+        "if False:",
+        "tests/worker/test_listener.py::test_connections_beyond_the_cap_are_answered_503_at_once_unread_and_the_held_ones_kept",
+    ),
+    Plant(
+        "the public listener serves /metrics and the health checks too",
+        "src/vidanim/worker/http.py",
+        "    return Starlette(routes=[webhook_route(db, metrics, hooks)] if hooks is not None else [])",
+        "    return Starlette(routes=[*build_operator_app(db, metrics).routes,"
+        " *([webhook_route(db, metrics, hooks)] if hooks is not None else [])])",
+        "tests/worker/test_http.py::test_the_operator_endpoints_are_not_on_the_public_listener_but_on_the_operator_listener",
+    ),
+    Plant(
+        "a worker out of descriptors (or its DNS) opens the breaker every worker shares",
+        "src/vidanim/worker/pipeline.py",
+        "                    elif isinstance(exc, LocalFault):",
+        "                    elif False:",
+        "tests/worker/test_local_faults.py",
+    ),
 ]
 
 

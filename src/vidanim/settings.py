@@ -92,8 +92,8 @@ class Settings(DatabaseSettings):
     # requests in flight per provider; more jobs than this wait their turn (see providers/base.py)
     provider_max_connections: int = Field(default=32, ge=1, le=1000)
 
-    # the worker's HTTP server (/metrics, /healthz, /readyz, /webhooks/fal/{job}); off unless a port is set
-    # (0: any free port)
+    # the worker's public listener: only POST /webhooks/fal/{job}, where WEBHOOK_PUBLIC_URL routes;
+    # off unless a port is set (0: any free port). /metrics and the health checks are on OPERATOR_PORT.
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # where fal reaches that server from the internet (e.g. https://hooks.example.com): when set, each
@@ -139,6 +139,19 @@ class Settings(DatabaseSettings):
     # development only: "host:port" entries (the simulator's) fetched over http and allowed on loopback
     # or private addresses, for every provider; empty in production
     output_dev_hosts: str = ""
+    # the operator listener: /metrics, /healthz, /readyz; off unless a port is set (0: any free port).
+    # Keep it private: it tells spend, cap and breaker reasons, and each scrape queries the database.
+    operator_host: str = "127.0.0.1"
+    operator_port: int | None = Field(default=None, ge=0, le=65535)
+    # a connection to either listener must send its whole request headers within this long, and then its
+    # body within http_body_timeout_seconds, or it is closed (a slow-loris holds descriptors forever)
+    http_header_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # connections the public listener holds at once; beyond that each is answered 503 and closed unread.
+    # With the worker's own sockets it must stay well under the open-files limit.
+    http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # at start, raise the soft open-files limit (RLIMIT_NOFILE) to the hard one
+    worker_raise_open_files: bool = True
 
     def provider_order(self) -> list[str]:
         return self.providers.split(",")

@@ -7,13 +7,15 @@ task; one that never reached the provider, or a status poll, certainly started n
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 
 import httpx
 import pytest
 
 from vidanim.ports import free_port
 from vidanim.providers import TransientProviderError
-from vidanim.providers.base import SubmissionUncertain
+from vidanim.providers.base import LocalFault, SubmissionUncertain
 from vidanim.providers.fal import FalProvider
 from vidanim.providers.runway import RunwayProvider
 
@@ -85,4 +87,48 @@ async def test_a_submission_that_never_connected_is_only_transient(sim, name):
         with pytest.raises(TransientProviderError) as failed:
             await p.submit(IMAGE, None, {})
     assert not isinstance(failed.value, SubmissionUncertain), "nothing reached the provider"
+    assert failed.value.code == f"{name}_unreachable"
+
+
+@contextlib.contextmanager
+def no_descriptors_left():
+    """This process out of file descriptors (EMFILE), for real: the soft limit at the lowest free one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_submission_this_process_has_no_descriptor_for_is_a_local_fault(sim, name):
+    """EMFILE is the worker's own trouble: not the provider's, so no shared breaker may open on it."""
+    async with provider(name, sim) as p:
+        with no_descriptors_left(), pytest.raises(TransientProviderError) as failed:
+            await p.submit(IMAGE, None, {})
+    assert isinstance(failed.value, LocalFault), failed.value.message
+    assert "EMFILE" in failed.value.message
+    assert sim.submissions == [], "nothing reached the provider"
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_submission_whose_provider_name_does_not_resolve_here_is_a_local_fault(sim, name):
+    """A failed DNS lookup (socket.gaierror) happens on our side: the provider may be fine for every other worker."""
+    async with provider(name, sim, base_url="http://provider.invalid") as p:
+        with pytest.raises(TransientProviderError) as failed:
+            await p.submit(IMAGE, None, {})
+    assert isinstance(failed.value, LocalFault), failed.value.message
+    assert "name lookup failed" in failed.value.message
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_refused_connection_is_the_providers_answer_not_a_local_fault(sim, name):
+    """Connection refused comes from the provider's address: it counts as theirs (and may open the breaker)."""
+    async with provider(name, sim, base_url=f"http://127.0.0.1:{free_port()}") as p:
+        with pytest.raises(TransientProviderError) as failed:
+            await p.submit(IMAGE, None, {})
+    assert not isinstance(failed.value, LocalFault)
     assert failed.value.code == f"{name}_unreachable"

@@ -35,10 +35,10 @@ async def test_the_metrics_page_holds_every_series_with_the_values_the_jobs_caus
     done = users.request(user, path)
     refused = users.request(user, path, prompt="refuse me")
     sim.outcome_next("fal", "moderate")  # the first task ends moderated
-    async with running(settings_for(http_port=0)) as app:
+    async with running(settings_for(operator_port=0)) as app:
         await app.worker.run(until_idle=True, install_signals=False)
         later = users.request(user, path)  # queued, not yet claimed
-        samples = await scrape(app.http_url)
+        samples = await scrape(app.operator_url)
     statuses = {users.job(j["id"])["status"] for j in (done, refused)}
     assert statuses == {"completed", "failed"}
     assert value(samples, "vidanim_jobs", status="completed") == 1
@@ -67,12 +67,12 @@ async def test_waiting_jobs_and_open_breakers_show_and_readiness_follows_the_pro
     sim.fail_next("fal.submit", 10**6, 401, body={"detail": "No user found for Key ID and Secret"})
     user, path = users.user_with_image()
     users.request(user, path)
-    async with running(settings_for(http_port=0, providers="fal", breaker_open_seconds=600)) as app:
-        assert (await get(f"{app.http_url}/readyz")).status_code == 200
+    async with running(settings_for(operator_port=0, providers="fal", breaker_open_seconds=600)) as app:
+        assert (await get(f"{app.operator_url}/readyz")).status_code == 200
         await app.worker.run(until_idle=True, install_signals=False)
-        samples = await scrape(app.http_url)
-        ready = await get(f"{app.http_url}/readyz")
-        alive = await get(f"{app.http_url}/healthz")
+        samples = await scrape(app.operator_url)
+        ready = await get(f"{app.operator_url}/readyz")
+        alive = await get(f"{app.operator_url}/healthz")
     assert value(samples, "vidanim_provider_breaker_state", provider="fal", state="open") == 1
     assert value(samples, "vidanim_jobs_waiting", reason="providers_unavailable") == 1
     assert (
@@ -83,9 +83,9 @@ async def test_waiting_jobs_and_open_breakers_show_and_readiness_follows_the_pro
 
 
 async def test_readiness_needs_the_database(users, settings_for, db):
-    async with running(settings_for(http_port=0)) as app:
+    async with running(settings_for(operator_port=0)) as app:
         await app.pool.close()  # the database is gone, as far as this worker can tell
-        ready = await get(f"{app.http_url}/readyz")
+        ready = await get(f"{app.operator_url}/readyz")
     assert ready.status_code == 503
     assert ready.json()["problems"][0].startswith("database:")
 

@@ -53,6 +53,7 @@ def hooked(settings_for, sim, port):
         values: dict[str, Any] = {
             "providers": "fal",
             "http_port": port,
+            "operator_port": 0,
             "webhook_public_url": f"http://127.0.0.1:{port}",
             "fal_webhook_jwks_urls": sim.jwks_url,
             "fal_webhook_poll_seconds": 30.0,
@@ -224,7 +225,7 @@ async def test_a_badly_signed_delivery_is_refused_and_the_genuine_retry_accepted
     job = users.request(user, path)
     async with running(hooked()) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
-        scrape = (await get(f"{app.http_url}/metrics")).text
+        scrape = (await get(f"{app.operator_url}/metrics")).text
     assert [(a.status, a.bad_signature) for a in sim.webhooks.answers] == [(401, True), (200, False)]
     assert [d[1:] for d in stored_deliveries(db, job["id"])] == [("recorded", 1)], "the forged one left no trace"
     assert 'vidanim_webhook_deliveries_total{outcome="refused_401",provider="fal"} 1.0' in scrape
@@ -300,7 +301,7 @@ async def test_the_endpoint_refuses_what_fal_did_not_send_and_records_none_of_it
         not_a_job = await signed_post(sim, f"{app.http_url}/webhooks/fal/not-a-uuid", "req-1", body)
         wrong_method = await get(url)
         refused = [unsigned, forged, stale, future, tampered, shapeless, huge, not_a_job, wrong_method]
-        scrape = (await get(f"{app.http_url}/metrics")).text
+        scrape = (await get(f"{app.operator_url}/metrics")).text
     assert [r.status_code for r in refused] == [401, 401, 401, 401, 401, 400, 413, 404, 405]
     assert "token" not in unsigned.json()["error"], "the URL was vidanim's: the signature is what failed"
     assert "missing" in unsigned.json()["error"]

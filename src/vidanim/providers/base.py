@@ -3,9 +3,13 @@
 ProviderError
  ├── TransientProviderError   retry later (timeouts, connection errors, 408/409/
  │   │                        429/5xx, X-Fal-Retryable: true); carries Retry-After
- │   └── SubmissionUncertain  a submission went out and its answer was lost (a read
- │                            timeout, a reset): the provider may run a paid task
- │                            nobody holds, so it is not simply repeated
+ │   ├── SubmissionUncertain  a submission went out and its answer was lost (a read
+ │   │                        timeout, a reset): the provider may run a paid task
+ │   │                        nobody holds, so it is not simply repeated
+ │   └── LocalFault           the call never left this process because of this
+ │                            process's own trouble (out of descriptors or memory,
+ │                            our DNS): the job waits, and no breaker every worker
+ │                            shares opens on it
  ├── PermanentProviderError   do not retry (other 4xx, moderation, a failed task);
  │   │                        carries a message a user can read
  │   └── InputRefused         the provider refused the input image itself (fal 422
@@ -22,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import enum
+import errno
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +86,14 @@ class TransientProviderError(ProviderError):
 
 class SubmissionUncertain(TransientProviderError):
     """The submission was sent and its answer lost: a paid task may have started."""
+
+
+class LocalFault(TransientProviderError):
+    """The request never reached the provider because of this worker's own trouble, not the provider's.
+
+    Another worker (or this one, once it has descriptors again) may well reach the
+    provider: a breaker every worker shares must not open on it.
+    """
 
 
 class PermanentProviderError(ProviderError):
@@ -206,18 +220,42 @@ def parse_retry_after(response: httpx.Response) -> float | None:
 
 # Failures after the whole request went out: the provider may have acted on it.
 ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+# This process (or host) is out of a resource: descriptors (EMFILE, ENFILE), buffers, memory.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def local_cause(exc: BaseException) -> str | None:
+    """What in `exc`'s chain of causes is this process's own trouble, or None if nothing is.
+
+    A failed name lookup (socket.gaierror) is ours: the resolver is the host's, and the
+    providers' names do not vanish. A refused connection is not: the refusal is an
+    answer from the provider's address (or its load balancer), so it counts as theirs.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return f"name lookup failed ({current})"
+        if isinstance(current, OSError) and current.errno in LOCAL_ERRNOS:
+            return f"{errno.errorcode.get(current.errno or 0, 'OSError')}: {current.strerror or current}"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def classify_transport_error(
     provider: str, exc: httpx.TransportError, *, submit: bool = False
 ) -> TransientProviderError:
-    """Timeouts and connection failures are transient; a submission's lost answer is uncertain."""
+    """Timeouts and connection failures are transient; a submission's lost answer is uncertain;
+    a request this process could not send for its own trouble is a LocalFault."""
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
     if submit and isinstance(exc, ANSWER_LOST):
         return SubmissionUncertain(
             f"{provider} received the submission but its answer was lost ({type(exc).__name__})",
             code=f"{provider}_answer_lost",
         )
+    if cause := local_cause(exc):
+        return LocalFault(f"{provider} was not called: this worker's own fault, {cause}", code="worker_local_fault")
     return TransientProviderError(f"{provider} {kind}", code=f"{provider}_unreachable")
 
 

@@ -22,11 +22,32 @@ from vidanim.storage.local import LocalStorage
 from vidanim.storage.supabase import SupabaseStorage
 from vidanim.webhooks.fal import FalWebhookVerifier, JwksKeys
 from vidanim.worker.db import ServiceDatabase, open_pool
-from vidanim.worker.http import FalWebhooks, HttpServer, build_app
+from vidanim.worker.http import FalWebhooks, HttpServer, ListenerLimits, build_operator_app, build_public_app
 from vidanim.worker.metrics import WorkerMetrics
 from vidanim.worker.pipeline import JobPipeline
+from vidanim.worker.rlimits import raise_open_files_limit
 from vidanim.worker.runner import Worker
 from vidanim.worker.transfer import tune_http_reads
+
+# The operator listener's cap: a scraper, an orchestrator's probes and an operator's curl.
+OPERATOR_MAX_CONNECTIONS = 32
+
+
+def public_limits(settings: Settings) -> ListenerLimits:
+    return ListenerLimits(
+        header_timeout_seconds=settings.http_header_timeout_seconds,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def operator_limits(settings: Settings) -> ListenerLimits:
+    return ListenerLimits(
+        header_timeout_seconds=settings.http_header_timeout_seconds,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
+        max_connections=OPERATOR_MAX_CONNECTIONS,
+    )
+
 
 log = logging.getLogger("vidanim.worker")
 
@@ -93,8 +114,10 @@ class WorkerApp:
     providers: dict[str, Provider]
     pool: AsyncConnectionPool[Any]
     metrics: WorkerMetrics
-    #: where /metrics, /healthz and /readyz are served (None: VIDANIM_HTTP_PORT unset)
+    #: the public listener, where fal's webhooks arrive (None: VIDANIM_HTTP_PORT unset)
     http_url: str | None = None
+    #: the operator listener: /metrics, /healthz and /readyz (None: VIDANIM_OPERATOR_PORT unset)
+    operator_url: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +128,8 @@ async def assembled(
     storage: Storage | None = None,
 ) -> AsyncIterator[WorkerApp]:
     """A ready worker and everything it holds, closed on exit."""
+    if settings.worker_raise_open_files:
+        raise_open_files_limit()
     tune_http_reads()
     providers = providers if providers is not None else build_providers(settings)
     pool = open_pool(settings.require_database_url(), size=settings.worker_db_pool_size)
@@ -142,14 +167,42 @@ async def assembled(
                 worker.delivered,
                 lambda rid, job: pipeline.cancel_orphan("fal", rid, str(job)),
             )
+        servers: list[HttpServer] = []
+        http_url = operator_url = None
         if settings.http_port is not None:
-            server = HttpServer(build_app(db, metrics, hooks), settings.http_host, settings.http_port)
-            http_url = await server.start()
-        else:
-            http_url = None
-        yield WorkerApp(worker, store, providers, pool, metrics, http_url)
+            servers.append(
+                HttpServer(
+                    build_public_app(db, metrics, hooks),
+                    settings.http_host,
+                    settings.http_port,
+                    public_limits(settings),
+                    name="public",
+                )
+            )
+            http_url = await servers[-1].start()
+            if settings.operator_port is None and hooks is None:
+                # a port with nothing public behind it: most likely set for /metrics, as before
+                log_event(
+                    log,
+                    "worker.operator_listener_off",
+                    logging.WARNING,
+                    reason="VIDANIM_HTTP_PORT serves only fal's webhooks (off here);"
+                    " /metrics, /healthz and /readyz are served on VIDANIM_OPERATOR_PORT",
+                )
+        if settings.operator_port is not None:
+            servers.append(
+                HttpServer(
+                    build_operator_app(db, metrics),
+                    settings.operator_host,
+                    settings.operator_port,
+                    operator_limits(settings),
+                    name="operator",
+                )
+            )
+            operator_url = await servers[-1].start()
+        yield WorkerApp(worker, store, providers, pool, metrics, http_url, operator_url)
     finally:
-        if "server" in locals():
+        for server in reversed(locals().get("servers", [])):
             await server.stop()
         await http.aclose()
         if own_storage and "store" in locals():

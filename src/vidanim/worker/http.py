@@ -1,8 +1,13 @@
-"""The worker's HTTP server: `/metrics` (Prometheus), `/healthz` (liveness), `/readyz` (readiness),
-and `POST /webhooks/fal/{job_id}` (fal's signed deliveries, when webhooks are on).
+"""The worker's two HTTP listeners, each uvicorn (Starlette) on a socket of its own.
 
-Served by uvicorn (Starlette) inside the worker process when VIDANIM_HTTP_PORT is
-set. A webhook delivery is verified (401: a URL vidanim did not issue, unsigned,
+The public listener (VIDANIM_HTTP_HOST/PORT) serves only `POST /webhooks/fal/{job_id}`
+(fal's signed deliveries, when webhooks are on): it is the one fal must reach from the
+internet. The operator listener (VIDANIM_OPERATOR_HOST/PORT, 127.0.0.1 by default)
+serves `/metrics` (Prometheus), `/healthz` (liveness) and `/readyz` (readiness): spend,
+cap and breaker reasons, and queries on the worker's pool at each scrape, are nobody
+else's business. Each is off unless its port is set.
+
+A webhook delivery is verified (401: a URL vidanim did not issue, unsigned,
 badly signed or stale; 400: not fal's shape; 413: larger than any result), recorded in the database in one call, and
 answered 200 with its outcome only after that commit; a database error answers 503
 so fal delivers again. The job's worker, in this process or another, is woken by
@@ -12,6 +17,14 @@ the record (NOTIFY vidanim_deliveries) and does the rest under its lease.
 when the database answers and at least one configured provider's breaker is not
 open, else 503 with the reasons: a load balancer or an orchestrator stops sending
 work to a worker that could only make jobs wait.
+
+Every listener holds a connection only as long as a client that means well needs
+(`GuardedProtocol`): whole request headers within `header_timeout`, the whole body
+within `body_timeout` after them, and no more than `max_connections` at once (the
+excess is answered 503 at once and closed, unread). uvicorn's own `limit_concurrency`
+is checked only once a request's headers are complete, so it cannot stop a client
+that never completes them (a slow-loris); the subclass can. What it sheds is
+logged as one summary line at most every SHED_LOG_SECONDS, never per connection.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -43,6 +56,7 @@ from vidanim.webhooks.fal import (
     token_well_formed,
 )
 from vidanim.worker.db import ServiceDatabase
+from vidanim.worker.listener import BoundedLogs, GuardedProtocol, ListenerLimits
 from vidanim.worker.log_limit import LogLimit
 from vidanim.worker.metrics import WorkerMetrics
 
@@ -68,16 +82,23 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyIncomplete(Exception):
+    """The client went away (or was cut off for trickling) before the whole body arrived."""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body (the signature covers these bytes), refused past `limit` without reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge
+    except ClientDisconnect:
+        raise BodyIncomplete from None
     return bytes(body)
 
 
@@ -139,6 +160,9 @@ def webhook_route(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhook
             delivery = await hooks.verifier.verify(request.headers, body)
         except BodyTooLarge:
             return refused(job_id, WebhookRefused(413, "the body is larger than a result", "too_large"), started)
+        except BodyIncomplete:  # nobody to answer; the listener counts it, without a line per connection
+            metrics.observe_webhook("fal", "refused_408", time.perf_counter() - started)
+            return JSONResponse({"error": "the body did not arrive in time"}, status_code=408)
         except WebhookRefused as exc:
             return refused(job_id, exc, started)
         try:
@@ -172,7 +196,14 @@ def webhook_route(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhook
     return Route("/webhooks/fal/{job_id}", fal_webhook, methods=["POST"])
 
 
-def build_app(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhooks | None = None) -> Starlette:
+def build_public_app(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhooks | None = None) -> Starlette:
+    """What the internet may reach: fal's webhook route and nothing else (404 for every other path)."""
+    return Starlette(routes=[webhook_route(db, metrics, hooks)] if hooks is not None else [])
+
+
+def build_operator_app(db: ServiceDatabase, metrics: WorkerMetrics) -> Starlette:
+    """What only the operator's scraper and orchestrator may reach: metrics and health."""
+
     async def scrape(request: Request) -> Response:
         await metrics.refresh(db)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -194,16 +225,16 @@ def build_app(db: ServiceDatabase, metrics: WorkerMetrics, hooks: FalWebhooks | 
         body: dict[str, Any] = {"ready": not problems, "providers": usable, "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    routes = [Route("/metrics", scrape), Route("/healthz", healthz), Route("/readyz", readyz)]
-    if hooks is not None:
-        routes.append(webhook_route(db, metrics, hooks))
-    return Starlette(routes=routes)
+    return Starlette(routes=[Route("/metrics", scrape), Route("/healthz", healthz), Route("/readyz", readyz)])
 
 
 class HttpServer:
-    """uvicorn on a socket of its own, as a task of the worker's event loop."""
+    """uvicorn on a socket of its own, as a task of the worker's event loop, every connection guarded."""
 
-    def __init__(self, app: Starlette, host: str, port: int):
+    def __init__(
+        self, app: Starlette, host: str, port: int, limits: ListenerLimits | None = None, *, name: str = "http"
+    ):
+        self.limits = limits or ListenerLimits()
         # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that say
         # TCP, and without it each answer's body waits for the client's delayed ACK (40 ms).
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -211,8 +242,23 @@ class HttpServer:
         self.sock.bind((host, port))
         bound_host, bound_port = self.sock.getsockname()[:2]
         self.url = f"http://{bound_host}:{bound_port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False)
+        BoundedLogs.install()
+        protocol = GuardedProtocol.bound(self.limits, name=name, url=self.url)
+        config = uvicorn.Config(
+            app,
+            http=protocol,
+            log_level="warning",
+            # Not uvicorn's dictConfig: it would replace the handlers of its loggers with its own
+            # (and tracebacks on stderr); BoundedLogs keeps what they say to a few lines.
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            timeout_keep_alive=self.limits.keep_alive_seconds,
+            backlog=self.limits.backlog,
+        )
         self.server = uvicorn.Server(config)
+        self.shed = protocol.shed
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
@@ -229,3 +275,6 @@ class HttpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.sock.close()
+
+
+__all__ = ["FalWebhooks", "HttpServer", "ListenerLimits", "build_operator_app", "build_public_app"]

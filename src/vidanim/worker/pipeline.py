@@ -28,6 +28,7 @@ from vidanim.logs import log_event, safe_url
 from vidanim.pricing import estimate_cost
 from vidanim.providers.base import (
     InputRefused,
+    LocalFault,
     OperatorFault,
     PermanentProviderError,
     Provider,
@@ -234,6 +235,13 @@ class JobPipeline:
                             ),
                         )
                         await control.wait(delay)
+                    elif isinstance(exc, LocalFault):  # this worker's own trouble: the job waits, no breaker opens
+                        log_event(
+                            log,
+                            "worker.local_fault",
+                            logging.ERROR,
+                            **self._fields(job, provider=name, reason=exc.message),
+                        )
                     elif not control.interrupted():  # it outlasted every retry: an outage
                         await self._trip(job, name, "outage", exc.message)
                     continue

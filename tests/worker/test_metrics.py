@@ -98,6 +98,6 @@ async def test_a_half_open_breaker_leaves_its_provider_ready(users, settings_for
             " where provider = 'fal'"
         )
         assert service(conn, "select public.begin_video_provider_probe('fal', gen_random_uuid(), 60) as p")[0]["p"]
-    async with running(settings_for(http_port=0, providers="fal")) as app:
-        ready = await get(f"{app.http_url}/readyz")
+    async with running(settings_for(operator_port=0, providers="fal")) as app:
+        ready = await get(f"{app.operator_url}/readyz")
     assert (ready.status_code, ready.json()["providers"]) == (200, ["fal"]), "a probe in flight is not an outage"

@@ -63,6 +63,7 @@ def start_worker(
         "VIDANIM_FAL_WEBHOOK_JWKS_URLS": sim.jwks_url,
         # a webhook the attack keeps out is made up for by a poll soon after
         "VIDANIM_FAL_WEBHOOK_POLL_SECONDS": "0.5",
+        "VIDANIM_OUTPUT_DEV_HOSTS": sim.base_url.removeprefix("http://"),
         "VIDANIM_WORKER_RAISE_OPEN_FILES": "true" if raise_limit else "false",
     }
     with stderr.open("wb") as err:

@@ -63,7 +63,8 @@ def test_a_resume_wakes_the_jobs_that_waited_for_the_pause_and_no_other(conn):
     service(conn, "select * from public.defer_video_job(%s, 'w1', 3600, 'budget_reached')", (budget["id"],))
     assert service(conn, RESUME, (None, "test:ops"))[0]["woken"] == 1
     due = conn.execute(
-        "select id from public.video_jobs where next_attempt_at <= now() and id = any(%s)", ([paused["id"], budget["id"]],)
+        "select id from public.video_jobs where next_attempt_at <= now() and id = any(%s)",
+        ([paused["id"], budget["id"]],),
     ).fetchall()
     assert [r[0] for r in due] == [paused["id"]]
 
@@ -77,7 +78,7 @@ def test_a_resume_of_one_provider_leaves_the_pause_of_every_provider(conn):
 
 def test_a_bulk_retry_counts_in_its_dry_run_and_acts_only_on_that_count_confirmed(conn):
     user, failed = _failed(conn, 3)
-    other_user, (other,) = _failed(conn, 1, code="input_missing")
+    other_user, _ = _failed(conn, 1, code="input_missing")
     filt = _jsonb({"error_code": "provider_unavailable"})
     dry = service(conn, RETRY_JOBS, (filt, "test:ops", True, None))[0]
     assert (dry["matched"], dry["acted"]) == (3, 0)
@@ -91,14 +92,13 @@ def test_a_bulk_retry_counts_in_its_dry_run_and_acts_only_on_that_count_confirme
     ).fetchall()
     assert sorted(r[0] for r in new) == sorted(f"retry:{j['id']}" for j in failed)
     assert {(r[1], r[2]) for r in new} == {("queued", user)}
-    assert usage(conn, other_user) == 1
+    assert conn.execute("select count(*) from public.video_jobs where user_id = %s", (other_user,)).fetchone()[0] == 1
     (action,) = [a for a in service(conn, ACTIONS) if a["action"] == "retry_jobs"]
     assert (action["actor"], action["jobs"], action["detail"]["filter"]) == (
         "test:ops",
         3,
         {"error_code": "provider_unavailable"},
     )
-    assert other["id"] not in [a["detail"].get("job_id") for a in service(conn, ACTIONS)]
 
 
 def test_a_bulk_retry_the_owners_quota_refuses_is_skipped_not_forced(conn):

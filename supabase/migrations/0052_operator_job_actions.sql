@@ -72,7 +72,8 @@ as $$
      and ((p_filter ->> 'created_to') is null or j.created_at < (p_filter ->> 'created_to')::timestamptz)
      and ((p_filter ->> 'q') is null
           or j.provider_task_id = (p_filter ->> 'q')
-          or j.id::text = lower(p_filter ->> 'q'))
+          or j.id = case when (p_filter ->> 'q') ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                         then (p_filter ->> 'q')::uuid end)
    order by j.created_at desc, j.id desc
 $$;
 

@@ -44,6 +44,19 @@ CHROMIUM_ARGS = [
 ]
 
 
+# A day of ended jobs behind the live ones, so the overview's chart has a shape (no triggers: the
+# rows are what the state machine would have left).
+DAY_OF_HISTORY = """
+    insert into public.video_jobs (user_id, status, input_image_path, prompt, provider, provider_task_id,
+                                   provider_status, output_video_path, attempts, created_at, updated_at,
+                                   started_at, completed_at)
+    select %(user)s, 'completed', %(path)s, 'history', 'fal', 'hist-' || g, 'COMPLETED', 'history/' || g || '.mp4', 1,
+           t.at, t.at, t.at + make_interval(mins => (g * 7) %% 23), t.at + make_interval(mins => (g * 7) %% 23 + 2)
+      from generate_series(1, 480) g
+     cross join lateral (select now() - make_interval(mins => 3 * g + (g %% 5)) as at) t
+"""
+
+
 @dataclass
 class Seeded:
     queued: uuid.UUID
@@ -93,6 +106,9 @@ def seed(conn: psycopg.Connection[Any], storage_dir: Path) -> Seeded:
         " where id = %s",
         (canceled,),
     )
+    conn.execute("set session_replication_role = replica")
+    conn.execute(DAY_OF_HISTORY, {"user": user, "path": path})
+    conn.execute("set session_replication_role = origin")
     service(conn, "select public.set_video_daily_budget(25)")
     service(conn, "select public.open_video_provider_breaker('runway', 'credits', 'Runway: out of credits', 600)")
     return Seeded(queued, processing, completed, failed, canceled, waiting, evil)

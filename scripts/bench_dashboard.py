@@ -49,7 +49,8 @@ JOBS: LiteralString = """
            case when g %% 3 = 0 then 'runway' else 'fal' end,
            'task-' || g, case s.status when 'completed' then 'COMPLETED' else 'FAILED' end,
            case when s.status = 'completed' then 'bench/' || g || '.mp4' end,
-           case s.status when 'failed' then (array['provider_unavailable', 'provider_refused', 'input_missing'])[1 + g %% 3]
+           case s.status when 'failed'
+                         then (array['provider_unavailable', 'provider_refused', 'input_missing'])[1 + g %% 3]
                          when 'canceled' then 'canceled_by_user' end,
            case when s.status <> 'completed' then 'The video could not be made.' end,
            1, t.at, (t.at at time zone 'utc')::date, t.at, t.at + interval '95 s', t.at + interval '5 s',

@@ -174,7 +174,7 @@ PLANTS = [
     ),
     Plant(
         "a provider's concurrency cap is not enforced",
-        "supabase/migrations/0036_job_internals_private.sql",
+        "supabase/migrations/0051_submission_pauses.sql",
         "    if v_in_flight >= v_max then",
         "    if v_in_flight > v_max + 100 then",
         "tests/worker/test_operator_faults.py::"
@@ -435,7 +435,7 @@ PLANTS = [
     ),
     Plant(
         "a job whose worker died mid-submission keeps its provider slot",
-        "supabase/migrations/0036_job_internals_private.sql",
+        "supabase/migrations/0051_submission_pauses.sql",
         "               and j.status = 'queued' and j.locked_until > now())",
         "               and j.status = 'queued')",
         "tests/db/test_provider_breakers.py::"

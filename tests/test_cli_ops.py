@@ -93,6 +93,9 @@ def finish_first_job_of(db, user, finish, *, delay=0.0):
         ["storage", "cleanup"],
         ["budget"],
         ["budget", "set"],
+        ["submissions"],
+        ["submissions", "pause"],
+        ["dashboard"],
     ],
 )
 def test_every_command_explains_itself(command):
@@ -483,3 +486,25 @@ def test_jobs_retry_of_a_canceled_job_makes_a_new_job_and_of_a_completed_one_is_
     assert refused.exit_code == 1
     assert f"video job {done['id']} is completed: only failed or canceled jobs are retried" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_submissions_pause_and_resume_one_provider_and_every_provider_and_record_who(env, conn):
+    paused = invoke("submissions", "pause", "--provider", "runway", "--reason", "bad day")
+    assert paused.exit_code == 0, paused.output
+    assert "submissions paused: runway" in paused.output
+    invoke("submissions", "pause")
+    shown = json.loads(invoke("submissions", "show", "--json").output)
+    assert [(p["scope"], p["reason"]) for p in shown] == [("all", None), ("runway", "bad day")]
+    resumed = invoke("submissions", "resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "still paused: runway" in resumed.output
+    assert json.loads(invoke("submissions", "resume", "--provider", "runway", "--json").output)["still_paused"] == []
+    actors = conn.execute("select actor, action from vidanim_private.video_operator_actions order by id").fetchall()
+    assert [a for _, a in actors] == ["pause_submissions"] * 2 + ["resume_submissions"] * 2
+    assert all(actor.startswith("cli:") for actor, _ in actors)
+
+
+def test_submissions_pause_of_an_unknown_provider_is_a_clear_error(env):
+    result = invoke("submissions", "pause", "--provider", "acme")
+    assert result.exit_code == 2
+    assert "unknown provider 'acme'" in result.output

@@ -24,12 +24,13 @@ app.add_typer(db_app, name="db")
 
 
 def _register_commands() -> None:
-    from vidanim.commands import animate, budget, jobs, quota, storage
+    from vidanim.commands import animate, budget, jobs, quota, storage, submissions
 
     app.add_typer(budget.app, name="budget")
     app.add_typer(jobs.app, name="jobs")
     app.add_typer(quota.app, name="quota")
     app.add_typer(storage.app, name="storage")
+    app.add_typer(submissions.app, name="submissions")
     app.command("animate")(animate.animate)
 
 
@@ -180,6 +181,36 @@ def doctor(database_url: DatabaseUrl = None, json_out: JsonOut = False) -> None:
         )
     if any(c.ok is False for c in checks):
         raise typer.Exit(1)
+
+
+@app.command("dashboard")
+def dashboard(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (VIDANIM_DASHBOARD_HOST, default 127.0.0.1: loopback only).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (VIDANIM_DASHBOARD_PORT, default 8780).", min=0)] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the operators' dashboard: jobs, timelines, spend, breakers and the actions behind them."""
+    import asyncio
+
+    from vidanim import logs
+    from vidanim.dashboard.serve import serve
+    from vidanim.worker.assemble import ConfigurationError
+
+    s = settings(database_url)
+    s = s.model_copy(
+        update={k: v for k, v in {"dashboard_host": host, "dashboard_port": port}.items() if v is not None}
+    )
+    logs.configure(s.log_format, s.log_level)
+    try:
+        asyncio.run(serve(s))
+    except ConfigurationError as exc:
+        raise fail(str(exc), 2) from None
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot connect to the database: {exc}".strip()) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command("simulator")

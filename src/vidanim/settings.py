@@ -121,6 +121,16 @@ class Settings(DatabaseSettings):
     jwt_secret: SecretStr | None = None  # Supabase's legacy HS256 JWT secret
     jwks_url: str | None = None  # {SUPABASE_URL}/auth/v1/.well-known/jwks.json for asymmetric keys
 
+    # the operators' dashboard (`vidanim dashboard`, docs/dashboard.md): loopback unless configured
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8780, ge=0, le=65535)
+    # signs session cookies; without it a random one is drawn (sessions end with the process)
+    dashboard_session_secret: SecretStr | None = None
+    dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # sign-in without Supabase Auth: one password per role (unset: that role cannot sign in so)
+    dashboard_viewer_password: SecretStr | None = None
+    dashboard_operator_password: SecretStr | None = None
+
     # logs
     log_format: Literal["kv", "json"] = "kv"
     log_level: str = "INFO"

@@ -47,6 +47,19 @@ SERVICE_API = {
     "get_video_job_internals",
     "issue_video_webhook_token",
     "video_webhook_token_valid",
+    # operators' actions and the dashboard's reads (0050-0054)
+    "get_video_operator_actions",
+    "get_video_submission_pauses",
+    "pause_video_submissions",
+    "resume_video_submissions",
+    "operator_cancel_video_job",
+    "operator_retry_video_job",
+    "operator_cancel_video_jobs",
+    "operator_retry_video_jobs",
+    "operator_set_video_provider_breaker",
+    "operator_set_video_daily_budget",
+    "get_video_job_deliveries",
+    "get_video_job_submission_in_flight",
 }
 
 FUNCTIONS = """

@@ -32,6 +32,7 @@ RETRY: LiteralString = "select * from public.schedule_video_job_retry(%s, %s, %s
 DEFER: LiteralString = "select * from public.defer_video_job(%s, %s, %s, %s)"
 PROGRESS: LiteralString = "select public.service_update_video_job_progress(%s, %s, %s, %s) as changed"
 BREAKERS: LiteralString = "select * from public.get_video_provider_breakers()"
+PAUSES: LiteralString = "select scope from public.get_video_submission_pauses()"
 OPEN_BREAKER: LiteralString = "select * from public.open_video_provider_breaker(%s, %s, %s, %s)"
 BEGIN_PROBE: LiteralString = "select public.begin_video_provider_probe(%s, %s, %s) as probing"
 CLOSE_BREAKER: LiteralString = "select public.close_video_provider_breaker(%s) as closed"
@@ -231,6 +232,11 @@ class ServiceDatabase:
         """The recorded delivery for the task the job holds now, if one arrived."""
         rows = await self._rows(DELIVERY, (job_id,))
         return rows[0] if rows else None
+
+    async def paused(self, providers: Sequence[str]) -> set[str]:
+        """Which of `providers` have their submissions paused now (0051: one provider, or 'all')."""
+        scopes = {r["scope"] for r in await self._rows(PAUSES, ())}
+        return set(providers) if "all" in scopes else scopes & set(providers)
 
     async def breakers(self) -> dict[str, Breaker]:
         rows = await self._rows(BREAKERS, ())

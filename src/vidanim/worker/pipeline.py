@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +72,8 @@ REFUSED = "The video providers refused this request."
 PROGRESS_INTERVAL_SECONDS = 1.0
 # The shortest wait of a job no provider can take now.
 WAIT_FLOOR_SECONDS = 1.0
+# a job waiting for paused submissions looks again this often, in case a resume's wake-up was missed
+PAUSED_RECHECK_SECONDS = 60.0
 # Storage refusals that are the operator's to fix (the key) or ours (the type): jobs wait.
 OPERATOR_STORAGE_FAULTS = (401, 403, 415)
 # Refusals about the user's own request: their message goes to the user as is.
@@ -191,8 +194,12 @@ class JobPipeline:
             else:  # Storage refusing our key, or down: not the user's doing, so the job waits
                 await self._storage_fault(job, exc, self._fields(job, path=f"{INPUT_BUCKET}/{job.input_image_path}"))
             return None
-        plan = await self._usable_providers(job)
+        paused = await self.db.paused(self.order)  # submissions paused by an operator (0051)
+        plan = await self._usable_providers(job, paused)
         if not plan:
+            if paused:  # a resume wakes the job; the recheck is the fallback
+                await self._wait(job, "submissions_paused", PAUSED_RECHECK_SECONDS)
+                return None
             await self._wait_for_providers(job)
             return None
         errors: list[ProviderError] = []
@@ -387,7 +394,7 @@ class JobPipeline:
         await self._wait(job, "budget_reached", (midnight - now).total_seconds() + 1)
 
     # circuit breakers -------------------------------------------------------------------
-    async def _usable_providers(self, job: Job) -> list[tuple[str, bool]]:
+    async def _usable_providers(self, job: Job, paused: AbstractSet[str] = frozenset()) -> list[tuple[str, bool]]:
         """The providers this job may try, in order, each with whether it probes an open breaker.
 
         Closed breakers first come in order; the probe of an open one is taken only when
@@ -396,7 +403,7 @@ class JobPipeline:
         """
         breakers = await self.db.breakers()
         plan: list[tuple[str, bool]] = []
-        for name in self.order:
+        for name in (n for n in self.order if n not in paused):
             breaker = breakers.get(name)
             if breaker is None or breaker.state == "closed":
                 plan.append((name, False))

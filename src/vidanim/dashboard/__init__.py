@@ -1,0 +1,1 @@
+"""The operators' dashboard: a server-rendered web page over the database (docs/dashboard.md)."""

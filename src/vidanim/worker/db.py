@@ -48,6 +48,8 @@ RECORD_DELIVERY: LiteralString = "select public.record_video_provider_delivery(%
 DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
 NOTE_ERROR_DETAIL: LiteralString = "select public.note_video_job_error_detail(%s, %s)"
 INTERNALS: LiteralString = "select * from public.get_video_job_internals(%s)"
+ARM_WAKEUPS: LiteralString = "select public.arm_video_job_wakeups(%s, %s)"
+DISARM_WAKEUPS: LiteralString = "select public.disarm_video_job_wakeups(%s)"
 CHECK_INPUT: LiteralString = "select * from public.check_video_job_input(%s)"
 # service_role reads bucket settings (it bypasses RLS, as on Supabase)
 BUCKET_SIZE_LIMIT: LiteralString = "select file_size_limit from storage.buckets where id = %s"
@@ -136,6 +138,13 @@ class ServiceDatabase:
     async def rows(self, query: LiteralString, params: Sequence[Any]) -> list[dict[str, Any]]:
         """A read of the shared state (metrics, health), as the service role."""
         return await self._rows(query, params)
+
+    async def arm_wakeups(self, worker_id: str, seconds: int) -> None:
+        """This worker listens and will claim on the next claimable job's NOTIFY (0042)."""
+        await self._rows(ARM_WAKEUPS, (worker_id, seconds))
+
+    async def disarm_wakeups(self, worker_id: str) -> None:
+        await self._rows(DISARM_WAKEUPS, (worker_id,))
 
     async def acquire_slot(self, job_id: uuid.UUID, worker_id: str, provider: str) -> bool:
         (row,) = await self._rows(ACQUIRE_SLOT, (job_id, worker_id, provider))

@@ -41,6 +41,9 @@ LISTEN: LiteralString = "listen vidanim_jobs"
 LISTEN_DELIVERIES: LiteralString = "listen vidanim_deliveries"
 # A job due later than this is left to the periodic claim rather than to a timer.
 MAX_TIMER_SECONDS = 3600.0
+# How long an armed wake-up lasts (0042), and how old it may get before the worker renews it.
+ARM_SECONDS = 60
+REARM_AFTER_SECONDS = 20.0
 
 
 @dataclass
@@ -68,6 +71,10 @@ class Worker:
         # set by a NOTIFY (or its timer) that a job is due: the idle claim loop wakes at once
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
+        # LISTEN is up; and when (monotonic) this worker last armed its wake-up, None: disarmed
+        self._listening = False
+        self._armed_at: float | None = None
+        self._job_notifies = 0  # NOTIFYs on vidanim_jobs received: one during an arm undoes it
 
     def stop(self) -> None:
         """Stop claiming and wind down (what SIGTERM does)."""
@@ -114,6 +121,8 @@ class Worker:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if listener is not None:
+                await self._disarm()
             if self._wake_timer is not None:
                 self._wake_timer.cancel()
             if install_signals:
@@ -131,6 +140,7 @@ class Worker:
             jobs: list[Job] = []
             if free > 0:
                 self._wake.clear()  # a NOTIFY during the claim sets it again: none is lost
+                await self._arm()  # before the claim: a job committed after it wakes us, one before is claimed
                 try:
                     jobs = await self.db.claim(
                         self.worker_id, min(free, self.settings.worker_claim_batch), self.settings.worker_lease_seconds
@@ -156,6 +166,26 @@ class Worker:
                 for w in waiters:
                     w.cancel()
 
+    async def _arm(self) -> None:
+        """Ask to be woken by the next claimable job (0042), unless armed recently and not woken since."""
+        if not self._listening:
+            return
+        now = time.monotonic()
+        if self._armed_at is not None and now - self._armed_at < REARM_AFTER_SECONDS:
+            return
+        seen = self._job_notifies
+        try:
+            await self.db.arm_wakeups(self.worker_id, ARM_SECONDS)
+            if self._job_notifies == seen:
+                self._armed_at = now
+        except Exception as exc:  # the periodic claim carries on meanwhile
+            log_event(log, "worker.arm_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
+
+    async def _disarm(self) -> None:
+        self._armed_at = None
+        with contextlib.suppress(Exception):  # best effort: an armed row expires on its own
+            await self.db.disarm_wakeups(self.worker_id)
+
     async def _listen_forever(self) -> None:
         """LISTEN for due jobs on a connection of its own; reconnect after a failure."""
         failures = 0
@@ -167,15 +197,21 @@ class Worker:
                     await conn.execute(LISTEN_DELIVERIES)
                     await conn.execute(LISTEN)  # last: its text in pg_stat_activity says the worker listens
                     failures = 0
+                    self._listening = True
+                    self._armed_at = None  # arm at the next claim
                     self._wake.set()  # anything that fell due while not listening
                     async for notify in conn.notifies():
                         if notify.channel == "vidanim_deliveries":
                             self._delivered(notify.payload)
                         else:
+                            self._armed_at = None  # the job that sent it disarmed us (0042)
+                            self._job_notifies += 1
                             self._due_at(notify.payload)
             except asyncio.CancelledError:
+                self._listening = False
                 raise
             except Exception as exc:  # the periodic claim carries on meanwhile
+                self._listening = False
                 failures += 1
                 log_event(log, "worker.listen_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
                 await asyncio.sleep(min(2.0**failures, 60.0))

@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, LiteralString
 
@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from vidanim.errors import VidanimError, from_sqlstate
 from vidanim.jobs import Job
+from vidanim.retention import PRUNE
 
 DB_ATTEMPTS = 4
 SET_SERVICE_ROLE: LiteralString = "set role service_role"
@@ -145,6 +146,11 @@ class ServiceDatabase:
 
     async def disarm_wakeups(self, worker_id: str) -> None:
         await self._rows(DISARM_WAKEUPS, (worker_id,))
+
+    async def prune_batch(self, older_than: timedelta, batch_size: int) -> tuple[int, int]:
+        """Delete one batch of ended jobs older than `older_than` (0041): (jobs, events)."""
+        (row,) = await self._rows(PRUNE, (older_than, batch_size))
+        return int(row["jobs"]), int(row["events"])
 
     async def acquire_slot(self, job_id: uuid.UUID, worker_id: str, provider: str) -> bool:
         (row,) = await self._rows(ACQUIRE_SLOT, (job_id, worker_id, provider))

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import LiteralString
 
 import psycopg
@@ -113,10 +114,15 @@ class Worker:
             log_event(log, "worker.recheck_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
         renewer = asyncio.create_task(self._renew_forever())
         listener = asyncio.create_task(self._listen_forever()) if self.settings.worker_listen else None
+        pruner = (
+            asyncio.create_task(self._prune_forever())
+            if self.settings.worker_prune_older_than_days is not None
+            else None
+        )
         try:
             await self._claim_loop(until_idle)
         finally:
-            for task in (renewer, listener):
+            for task in (renewer, listener, pruner):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -280,6 +286,27 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             self._slot_free.set()
+
+    async def _prune_forever(self) -> None:
+        """Prune old ended jobs (0041) at start and every worker_prune_every_seconds, batch by batch."""
+        days = self.settings.worker_prune_older_than_days
+        assert days is not None
+        while True:
+            total_jobs = total_events = 0
+            try:
+                while True:
+                    jobs, events = await self.db.prune_batch(
+                        timedelta(days=days), self.settings.worker_prune_batch_size
+                    )
+                    total_jobs, total_events = total_jobs + jobs, total_events + events
+                    if jobs == 0:
+                        break
+                    await asyncio.sleep(0)  # each batch committed; let the jobs run between batches
+            except Exception as exc:  # the database is away: try again next time
+                log_event(log, "worker.prune_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
+            if total_jobs:
+                log_event(log, "worker.pruned", worker_id=self.worker_id, jobs=total_jobs, events=total_events)
+            await asyncio.sleep(self.settings.worker_prune_every_seconds)
 
     async def _renew_forever(self) -> None:
         every = max(self.settings.worker_lease_seconds / 5, 0.2)

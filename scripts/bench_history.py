@@ -73,9 +73,9 @@ BULK_JOBS = """
       join bench_users u on u.n = g %% %(users)s
      cross join lateral (select case when g %% 10 = 0 then 'failed' when g %% 20 = 1 then 'canceled'
                                      else 'completed' end as status) s
-     cross join lateral (select now() - make_interval(secs => (%(newest)s::float8 + (g - %(first)s::bigint)::float8 / %(total)s::float8
-                                                                * (%(oldest)s::float8 - %(newest)s::float8)) * 86400)
-                                - interval '2 minutes' as created) c
+     cross join lateral (select %(newest)s::float8 + (g - %(first)s::bigint)::float8 / %(total)s::float8
+                                * (%(oldest)s::float8 - %(newest)s::float8) as days) a
+     cross join lateral (select now() - make_interval(secs => a.days * 86400) - interval '2 minutes' as created) c
      cross join lateral (select c.created as created, c.created + interval '65 seconds' as ended) t
 """
 BULK_EVENTS = """
@@ -225,6 +225,7 @@ def main() -> None:
             bulk(conn, BULK_QUEUED, {"n": QUEUED, "users": USERS})
             # a small history to prune while "empty": three batches' worth, ended 200-300 days ago
             add_ended_jobs(conn, 3000, 200, 300)
+            bulk(conn, BULK_EVENTS, {})  # with their five events each, as the history's jobs
             conn.execute("vacuum analyze")
             empty = measure(conn, users, args.repeat)
             empty["prune batch (1,000 jobs)"] = prune_batches(conn, 3)

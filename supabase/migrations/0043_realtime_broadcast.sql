@@ -16,10 +16,10 @@
 create or replace function vidanim_private.broadcast_video_job_change()
 returns trigger
 language plpgsql
-security definer
 set search_path = ''
 as $$
 begin
+  -- not a definer: every write to video_jobs runs in a service function owned by the migrator
   perform realtime.broadcast_changes(
     'user:' || coalesce(new.user_id, old.user_id)::text || ':jobs',
     tg_op, tg_op, tg_table_name, tg_table_schema, new, old);

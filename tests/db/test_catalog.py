@@ -45,6 +45,11 @@ SERVICE_API = {
     "check_video_job_input",
     "note_video_job_error_detail",
     "get_video_job_internals",
+    "prune_video_jobs",
+    "count_prunable_video_jobs",
+    "get_video_job_daily_totals",
+    "arm_video_job_wakeups",
+    "disarm_video_job_wakeups",
 }
 
 FUNCTIONS = """

@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_submission_checks.py
 	$(BIN)/python scripts/bench_latency.py
 	$(BIN)/python scripts/bench_dashboard.py
+	$(BIN)/python scripts/bench_history.py
 
 ## make demo: image -> job -> provider simulator -> stored, playable MP4 (embedded everything)
 demo: $(STAMP)

@@ -76,8 +76,11 @@ def database(admin_dsn: str | None) -> Iterator[str]:
                 admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
 
-def prepare(dsn: str, n_users: int) -> list[tuple[uuid.UUID, str]]:
+def prepare(dsn: str, n_users: int, without: list[str]) -> list[tuple[uuid.UUID, str]]:
     migrate(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for trigger in without:  # to measure what one trigger costs each request
+            conn.execute(sql.SQL("drop trigger {} on public.video_jobs").format(sql.Identifier(trigger)))
     users = [(uuid.uuid4(), "") for _ in range(n_users)]
     users = [(u, f"{u}/input.png") for u, _ in users]
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
@@ -100,6 +103,7 @@ def reset(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "truncate public.video_jobs, public.video_job_events, public.video_quota_usage, public.bench_bare_insert"
+            " cascade"
         )
         conn.execute("vacuum analyze")
 
@@ -203,11 +207,18 @@ def main() -> None:
         default="both",
         help="sequential: a round trip per statement, as PostgREST; pipelined: the envelope in one round trip",
     )
+    parser.add_argument(
+        "--without-trigger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop this trigger of video_jobs first, to measure its cost (e.g. video_jobs_notify_due)",
+    )
     args = parser.parse_args()
     envelopes = ["sequential", "pipelined"] if args.envelope == "both" else [args.envelope]
 
     with database(args.database_url) as dsn:
-        users = prepare(dsn, args.users)
+        users = prepare(dsn, args.users, args.without_trigger)
         for envelope in envelopes:
             print(
                 f"\nrequest_video_animation vs bare INSERT, PostgREST envelope ({envelope}), {args.users} users, "

@@ -223,3 +223,71 @@ begin
   end if;
 end
 $$;
+
+-- Realtime Broadcast: the `realtime` schema's objects a database trigger and a private
+-- channel's RLS use, shaped as Supabase Realtime's own migrations define them. Realtime
+-- authorizes a join to a private channel by setting `realtime.topic` and asking, as the
+-- joining user, what it may read of `realtime.messages`; the server then sends the
+-- messages written to the topic. Created only where absent.
+create schema if not exists realtime;
+grant usage on schema realtime to anon, authenticated, service_role;
+
+create table if not exists realtime.messages (
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp without time zone not null default now(),
+  inserted_at timestamp without time zone not null default now(),
+  id uuid not null default gen_random_uuid(),
+  primary key (id, inserted_at)
+);
+alter table realtime.messages enable row level security;
+grant select, insert, update on realtime.messages to anon, authenticated;
+grant all on realtime.messages to service_role;
+
+do $$
+begin
+  if to_regprocedure('realtime.topic()') is null then
+    create function realtime.topic() returns text
+    language sql stable
+    as 'select nullif(current_setting(''realtime.topic'', true), '''')::text';
+    grant execute on function realtime.topic() to anon, authenticated, service_role;
+  end if;
+  if to_regprocedure('realtime.send(jsonb, text, text, boolean)') is null then
+    create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+    returns void
+    language plpgsql
+    as $f$
+    begin
+      insert into realtime.messages (payload, event, topic, private, extension)
+      values (payload, event, topic, private, 'broadcast');
+    end
+    $f$;
+  end if;
+  if to_regprocedure('realtime.broadcast_changes(text, text, text, text, text, record, record, text)') is null then
+    create function realtime.broadcast_changes(
+      topic_name text, event_name text, operation text, table_name text, table_schema text,
+      new record, old record, level text default 'ROW')
+    returns void
+    language plpgsql
+    as $f$
+    declare
+      row_data jsonb := '{}'::jsonb;
+    begin
+      if level = 'STATEMENT' then
+        raise exception 'function can only be triggered for each row, not for each statement';
+      end if;
+      if operation in ('INSERT', 'UPDATE', 'DELETE') then
+        row_data := jsonb_build_object(
+          'old_record', old, 'record', new, 'operation', operation, 'table', table_name, 'schema', table_schema);
+        perform realtime.send(row_data, event_name, topic_name);
+      else
+        raise exception 'Unexpected operation type: %', operation;
+      end if;
+    end
+    $f$;
+  end if;
+end
+$$;

@@ -508,3 +508,75 @@ def test_submissions_pause_of_an_unknown_provider_is_a_clear_error(env):
     result = invoke("submissions", "pause", "--provider", "acme")
     assert result.exit_code == 2
     assert "unknown provider 'acme'" in result.output
+
+
+def _ended_long_ago(conn, job_id, days: int) -> None:
+    """The job was created and ended `days` ago; a completed one's video has expired since."""
+    conn.execute(
+        "alter table public.video_jobs disable trigger video_jobs_enforce_transition;"
+        f" update public.video_jobs set created_at = now() - interval '{days} days 1 hour',"
+        f" started_at = now() - interval '{days} days' - interval '40 seconds',"
+        f" completed_at = now() - interval '{days} days',"
+        " output_expired_at = case when status = 'completed' then now() end,"
+        " output_video_path = case when status = 'completed' then null end"
+        f" where id = '{job_id}';"
+        " alter table public.video_jobs enable trigger video_jobs_enforce_transition"
+    )
+
+
+def test_jobs_prune_removes_old_ended_jobs_in_batches_and_dry_run_only_counts(env, conn):
+    user = create_user(conn)
+    set_limits(conn, user, 10, 10)
+    jobs = [request_job(conn, user, put_input_image(conn, user, f"{n}.png")) for n in "abcd"]
+    for job in jobs[:3]:
+        update_status(conn, job["id"], "failed", error_code="content_moderated", error_message="no")
+        _ended_long_ago(conn, job["id"], 100)
+    dry = invoke("jobs", "prune", "--older-than", "90d", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["jobs"] == 3
+    (left,) = conn.execute("select count(*) from public.video_jobs").fetchone()
+    assert left == 4, "a dry run deletes nothing"
+    result = invoke("jobs", "prune", "--older-than", "90d", "--batch-size", "2", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert (body["jobs"], body["batches"]) == (3, 2)
+    assert body["events"] >= 3
+    (left,) = conn.execute("select id from public.video_jobs").fetchall()
+    assert left == (jobs[3]["id"],), "the queued job stays"
+    assert "pruned 0 job(s)" in invoke("jobs", "prune").output
+
+
+def test_jobs_prune_refuses_a_cutoff_under_a_day_in_one_line(env, conn):
+    result = invoke("jobs", "prune", "--older-than", "12h")
+    assert result.exit_code != 0
+    assert "at least 1 day" in result.output
+    assert invoke("jobs", "prune", "--older-than", "soon").exit_code == 2
+
+
+def test_jobs_stats_counts_pruned_jobs_from_their_daily_totals(env, conn):
+    user = create_user(conn)
+    set_limits(conn, user, 10, 10)
+    jobs = [request_job(conn, user, put_input_image(conn, user, f"{n}.png")) for n in "abc"]
+    _complete(conn, user, jobs[0]["id"])
+    update_status(conn, jobs[1]["id"], "failed", error_code="content_moderated", error_message="no")
+    for job in jobs[:2]:
+        _ended_long_ago(conn, job["id"], 100)
+    before = json.loads(invoke("jobs", "stats", "--since", "365d", "--json").output)
+    assert invoke("jobs", "prune", "--older-than", "90d").exit_code == 0
+    (left,) = conn.execute("select count(*) from public.video_jobs").fetchone()
+    assert left == 1, "the two ended jobs were pruned"
+    after = json.loads(invoke("jobs", "stats", "--since", "365d", "--json").output)
+    assert (
+        after["by_status"]
+        == before["by_status"]
+        == [
+            {"status": "completed", "jobs": 1},
+            {"status": "failed", "jobs": 1},
+            {"status": "queued", "jobs": 1},
+        ]
+    )
+    assert after["failures"] == before["failures"] == [{"error_code": "content_moderated", "jobs": 1}]
+    ((fal,),) = [[d] for d in after["durations"]]
+    assert (fal["provider"], fal["completed"], round(fal["p50_seconds"])) == ("fal", 1, 40)
+    recent = json.loads(invoke("jobs", "stats", "--since", "30d", "--json").output)
+    assert recent["by_status"] == [{"status": "queued", "jobs": 1}], "days before the window are not counted"

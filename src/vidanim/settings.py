@@ -52,6 +52,12 @@ class Settings(DatabaseSettings):
     worker_lease_seconds: int = Field(default=300, ge=2, le=86400)
     worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     worker_db_pool_size: int = Field(default=10, ge=1, le=200)
+    # /metrics reads the queue's state at most once per this many seconds, whoever scrapes
+    metrics_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # prune jobs that ended this many days ago (0041), every worker_prune_every_seconds; None: never
+    worker_prune_older_than_days: int | None = Field(default=None, ge=1, le=36500)
+    worker_prune_every_seconds: float = Field(default=3600.0, gt=0)
+    worker_prune_batch_size: int = Field(default=1000, ge=1, le=10000)
     # give up on a provider task after this long, cancel it and fail the job
     job_deadline_seconds: float = Field(default=1800.0, gt=0)
     # submission tries per provider before falling back to the next

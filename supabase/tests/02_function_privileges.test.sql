@@ -7,7 +7,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(97);
+select plan(112);
 
 -- The user API: authenticated only.
 select function_privs_are('public', f, args, 'authenticated', array['EXECUTE'], format('authenticated may call %s', f))
@@ -52,7 +52,12 @@ insert into service_functions values
   ('record_video_job_submission', array['uuid', 'text', 'text', 'text', 'text']),
   ('record_uncertain_video_job_submission', array['uuid', 'text', 'text', 'double precision']),
   ('record_video_provider_delivery', array['uuid', 'text', 'text', 'text', 'jsonb']),
-  ('get_video_provider_delivery', array['uuid']);
+  ('get_video_provider_delivery', array['uuid']),
+  ('prune_video_jobs', array['interval', 'integer']),
+  ('count_prunable_video_jobs', array['interval']),
+  ('get_video_job_daily_totals', array['date']),
+  ('arm_video_job_wakeups', array['text', 'integer']),
+  ('disarm_video_job_wakeups', array['text']);
 
 select function_privs_are('public', f, args, 'service_role', array['EXECUTE'], format('service_role may call %s', f))
   from service_functions;

@@ -60,6 +60,11 @@ SERVICE_API = {
     "operator_set_video_daily_budget",
     "get_video_job_deliveries",
     "get_video_job_submission_in_flight",
+    "prune_video_jobs",
+    "count_prunable_video_jobs",
+    "get_video_job_daily_totals",
+    "arm_video_job_wakeups",
+    "disarm_video_job_wakeups",
 }
 
 FUNCTIONS = """

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.db.helpers import service
 from tests.worker.conftest import running
+from vidanim.worker.metrics import JOB_COUNTS, WorkerMetrics
 
 
 async def get(url: str) -> httpx.Response:
@@ -101,3 +104,59 @@ async def test_a_half_open_breaker_leaves_its_provider_ready(users, settings_for
     async with running(settings_for(operator_port=0, providers="fal")) as app:
         ready = await get(f"{app.operator_url}/readyz")
     assert (ready.status_code, ready.json()["providers"]) == (200, ["fal"]), "a probe in flight is not an outage"
+
+
+class CountingDatabase:
+    """The worker's database, counting the queue reads made for the metrics page."""
+
+    def __init__(self, db, started=None, release=None):
+        self.db, self.reads, self.started, self.release = db, 0, started, release
+
+    async def rows(self, query, params):
+        self.reads += 1
+        if self.started is not None:
+            self.started.set()
+            await self.release.wait()
+        return await self.db.rows(query, params)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+async def test_scrapes_within_the_cache_time_share_one_read_and_a_later_one_reads_again(users, settings_for):
+    user, path = users.user_with_image()
+    async with running(settings_for()) as app:
+        counting = CountingDatabase(app.worker.db)
+        metrics = WorkerMetrics(["fal"], cache_seconds=3600)
+        await metrics.refresh(counting)
+        users.request(user, path)
+        await metrics.refresh(counting)
+        assert counting.reads == 1, "the second scrape served the first one's values"
+        assert metrics.jobs.labels("queued")._value.get() == 0
+        metrics.cache_seconds = 0  # the values are older than the cache time now
+        await metrics.refresh(counting)
+        assert counting.reads == 2
+        assert metrics.jobs.labels("queued")._value.get() == 1
+
+
+async def test_concurrent_scrapes_wait_for_one_read(users, settings_for):
+    async with running(settings_for()) as app:
+        started, release = asyncio.Event(), asyncio.Event()
+        counting = CountingDatabase(app.worker.db, started, release)
+        metrics = WorkerMetrics(["fal"], cache_seconds=3600)
+        scrapes = [asyncio.create_task(metrics.refresh(counting)) for _ in range(5)]
+        await asyncio.wait_for(started.wait(), 10)  # the first read is under way, the others wait
+        for _ in range(5):
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*scrapes), 10)
+        assert counting.reads == 1, "five scrapers at once, one read"
+
+
+def test_the_queue_counts_read_no_ended_job_older_than_a_day(db, users):
+    """The scrape's plan touches ended jobs only through the index of recent ends (0040)."""
+    with db.connect() as conn:
+        conn.execute("set enable_seqscan = off")  # a seq scan would only be chosen on a tiny table; forbid it
+        plan = "\n".join(r[0] for r in conn.execute("explain " + JOB_COUNTS).fetchall())
+    assert "Seq Scan on video_jobs" not in plan, plan
+    assert "video_jobs_ended_idx" in plan, plan

@@ -94,10 +94,16 @@ async def test_a_job_due_later_is_met_by_a_timer_not_a_poll(users, settings_for,
         await runner
 
 
+def arm(db, worker: str = "listener", seconds: int = 60) -> None:
+    with db.connect() as conn:
+        service(conn, "select public.arm_video_job_wakeups(%s, %s)", (worker, seconds))
+
+
 def test_claimable_changes_notify_with_the_due_time_and_a_claim_does_not(db, users):
     user, path = users.user_with_image()
     with psycopg.connect(db.dsn, autocommit=True) as listener:
         listener.execute("listen vidanim_jobs")
+        arm(db)
         job = users.request(user, path)
         (first,) = list(listener.notifies(timeout=2, stop_after=1))
         with db.connect() as conn:
@@ -109,9 +115,72 @@ def test_claimable_changes_notify_with_the_due_time_and_a_claim_does_not(db, use
             claim(conn, "w1")
         assert (first.channel, first.payload) == ("vidanim_jobs", str(due))
         assert list(listener.notifies(timeout=0.5)) == [], "a claim makes nothing claimable"
+        arm(db)
         with db.connect() as conn:
             service(conn, "select public.release_video_jobs('w1', %s)", ([job["id"]],))
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "a lease handed back is claimable"
+
+
+def test_a_new_job_sends_no_notify_when_no_worker_is_armed(db, users):
+    user, path = users.user_with_image()
+    with psycopg.connect(db.dsn, autocommit=True) as listener:
+        listener.execute("listen vidanim_jobs")
+        users.request(user, path)
+        assert list(listener.notifies(timeout=0.5)) == [], "nobody waits: the request's commit notifies nobody"
+        arm(db)
+        users.request(user, path)
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "the control: an armed worker is woken"
+
+
+def test_an_armed_worker_is_woken_once_until_it_arms_again(db, users):
+    user, path = users.user_with_image()
+    with psycopg.connect(db.dsn, autocommit=True) as listener:
+        listener.execute("listen vidanim_jobs")
+        arm(db, "w1")
+        arm(db, "w2")
+        users.request(user, path)
+        users.request(user, path)
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "the first job wakes both workers"
+        assert list(listener.notifies(timeout=0.5)) == [], "the second job finds them disarmed"
+        arm(db, "w2")
+        users.request(user, path)
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "armed again, woken again"
+
+
+def test_an_arm_that_ran_out_wakes_nobody(db, users):
+    user, path = users.user_with_image()
+    with psycopg.connect(db.dsn, autocommit=True) as listener:
+        listener.execute("listen vidanim_jobs")
+        arm(db, "gone")
+        with db.connect() as conn:  # its worker died a second ago without disarming
+            conn.execute(
+                "update vidanim_private.video_job_wakeup_listeners set armed_until = now() - interval '1 second'"
+            )
+        users.request(user, path)
+        assert list(listener.notifies(timeout=0.5)) == [], "an expired arm is nobody's"
+
+
+async def test_an_idle_worker_woken_once_is_woken_again_by_the_next_job(users, settings_for):
+    user, path = users.user_with_image()
+    async with running(settings_for(worker_idle_poll_seconds=SLOW_POLL)) as app:
+        first_claim = await idle(app)
+        runner = asyncio.create_task(app.worker.run(install_signals=False))
+        await asyncio.wait_for(first_claim.wait(), 10)
+        await wait_listening(users.db)
+        first = users.request(user, path)
+        assert await claimed_within(users, first["id"], 5), "the first job woke the worker"
+        for _ in range(250):  # until the worker has armed again after its wake-up
+            with users.db.connect() as conn:
+                (armed,) = conn.execute(
+                    "select count(*) from vidanim_private.video_job_wakeup_listeners where armed"
+                ).fetchone()
+            if armed:
+                break
+            await asyncio.sleep(0.02)
+        second = users.request(user, path)
+        assert await claimed_within(users, second["id"], 5), "the worker armed again: the second job woke it too"
+        app.worker.stop()
+        await runner
 
 
 async def test_of_two_announced_due_times_the_earlier_sets_the_wake_timer(db, sim, storage_dir):

@@ -1,4 +1,4 @@
-"""`vidanim jobs list|show|cancel|retry|stats` for operators (service role)."""
+"""`vidanim jobs list|show|cancel|retry|stats|prune` for operators (service role)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from vidanim.commands.common import (
     user_client,
 )
 from vidanim.errors import InvalidInput, NotFound
+from vidanim.retention import COUNT_PRUNABLE, prune_all
 
 app = typer.Typer(
     help="List, inspect, cancel and retry video jobs (operators, as the service role).", no_args_is_help=True
@@ -169,23 +170,55 @@ def retry(job_id: uuid.UUID, database_url: DatabaseUrl = None, json_out: JsonOut
     return None
 
 
-STATS_BY_STATUS: LiteralString = """
-    select status, count(*)::bigint as jobs from public.video_jobs where created_at >= now() - %s
+# The window's jobs: those still in video_jobs (active ones through the claimable index,
+# ended ones through video_jobs_ended_created_idx: never a scan of the whole history), and
+# the daily totals of those pruned since (0041), counted by whole UTC days.
+STATS_WINDOW: LiteralString = """
+    with live as (
+        select status, provider, error_code, started_at, completed_at from public.video_jobs
+         where status in ('queued', 'processing') and created_at >= now() - %(window)s
+        union all
+        select status, provider, error_code, started_at, completed_at from public.video_jobs
+         where status in ('completed', 'failed', 'canceled') and created_at >= now() - %(window)s
+    ), pruned as (
+        select * from public.get_video_job_daily_totals(((now() - %(window)s) at time zone 'utc')::date)
+    )
+"""
+STATS_BY_STATUS: LiteralString = (
+    STATS_WINDOW
+    + """
+    select status, sum(n)::bigint as jobs
+      from (select status, count(*) as n from live group by 1
+            union all select status, sum(jobs) from pruned group by 1) s
      group by status order by status
 """
-STATS_FAILURES: LiteralString = """
-    select coalesce(error_code, 'unknown') as error_code, count(*)::bigint as jobs from public.video_jobs
-     where status = 'failed' and created_at >= now() - %s
+)
+STATS_FAILURES: LiteralString = (
+    STATS_WINDOW
+    + """
+    select coalesce(error_code, 'unknown') as error_code, sum(n)::bigint as jobs
+      from (select error_code, count(*) as n from live where status = 'failed' group by 1
+            union all select error_code, sum(jobs) from pruned where status = 'failed' group by 1) s
      group by 1 order by 2 desc, 1
 """
-STATS_DURATIONS: LiteralString = """
+)
+# Pruned durations are a histogram of whole seconds: each second counts as many times as it was seen.
+STATS_DURATIONS: LiteralString = (
+    STATS_WINDOW
+    + """
     select provider, count(*)::bigint as completed,
-           percentile_cont(0.5) within group (order by extract(epoch from completed_at - started_at)) as p50_seconds,
-           percentile_cont(0.95) within group (order by extract(epoch from completed_at - started_at)) as p95_seconds
-      from public.video_jobs
-     where status = 'completed' and started_at is not null and created_at >= now() - %s
+           percentile_cont(0.5) within group (order by seconds) as p50_seconds,
+           percentile_cont(0.95) within group (order by seconds) as p95_seconds
+      from (select provider, extract(epoch from completed_at - started_at)::float8 as seconds from live
+             where status = 'completed' and started_at is not null
+            union all
+            select p.provider, d.key::float8 from pruned p
+             cross join lateral jsonb_each_text(p.durations) d
+             cross join lateral generate_series(1, d.value::bigint)
+             where p.status = 'completed') s
      group by provider order by provider
 """
+)
 
 
 @app.command("stats")
@@ -194,13 +227,16 @@ def stats(
     database_url: DatabaseUrl = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Counts by status, failure reasons, and p50/p95 durations (start to stored video) per provider."""
+    """Counts by status, failure reasons, and p50/p95 durations (start to stored video) per provider.
+
+    Jobs already pruned are counted from their daily totals, by whole UTC days.
+    """
     window = parse_duration(since)
     s = settings(database_url)
     with handled(), as_service(s) as cur:
-        by_status = cur.execute(STATS_BY_STATUS, (window,)).fetchall()
-        failures = cur.execute(STATS_FAILURES, (window,)).fetchall()
-        durations = cur.execute(STATS_DURATIONS, (window,)).fetchall()
+        by_status = cur.execute(STATS_BY_STATUS, {"window": window}).fetchall()
+        failures = cur.execute(STATS_FAILURES, {"window": window}).fetchall()
+        durations = cur.execute(STATS_DURATIONS, {"window": window}).fetchall()
     if json_out:
         return emit_json({"since": since, "by_status": by_status, "failures": failures, "durations": durations})
     typer.echo(f"jobs created in the last {since}")
@@ -217,4 +253,37 @@ def stats(
             ],
             ["provider", "completed", "p50", "p95"],
         )
+    return None
+
+
+@app.command("prune")
+def prune(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Ended this long ago: 90d, 12w (at least 1 day).")
+    ] = "90d",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10000, help="Jobs per batch (one transaction each).")
+    ] = 1000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be pruned.")] = False,
+    database_url: DatabaseUrl = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Delete ended jobs and their timelines, in batches, keeping per-day totals for `jobs stats`.
+
+    A completed job whose video is still stored is never pruned (`storage cleanup` expires it first).
+    """
+    age = parse_duration(older_than)
+    s = settings(database_url)
+    with handled():
+        if dry_run:
+            with as_service(s) as cur:
+                row = cur.execute(COUNT_PRUNABLE, (age,)).fetchone() or {"jobs": 0, "oldest": None}
+            if json_out:
+                return emit_json({"dry_run": True, "jobs": row["jobs"], "oldest": row["oldest"]})
+            typer.echo(f"would prune {row['jobs']} job(s) ended more than {older_than} ago (oldest: {row['oldest']})")
+            return None
+        total = prune_all(s.require_database_url(), age, batch_size)
+    if json_out:
+        return emit_json({"dry_run": False, "jobs": total.jobs, "events": total.events, "batches": total.batches})
+    typer.echo(f"pruned {total.jobs} job(s) and {total.events} event(s) in {total.batches} batch(es)")
     return None

@@ -148,7 +148,9 @@ async def assembled(
     try:
         store = storage if storage is not None else build_storage(settings, pool)
         db = ServiceDatabase(pool)
-        metrics = WorkerMetrics([p for p in settings.provider_order() if p in providers])
+        metrics = WorkerMetrics(
+            [p for p in settings.provider_order() if p in providers], cache_seconds=settings.metrics_cache_seconds
+        )
         pipeline = JobPipeline(settings=settings, db=db, storage=store, providers=providers, http=http, metrics=metrics)
         worker = Worker(settings=settings, db=db, pipeline=pipeline)
         hooks = None

@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, LiteralString
 
@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from vidanim.errors import VidanimError, from_sqlstate
 from vidanim.jobs import Job
+from vidanim.retention import PRUNE
 
 DB_ATTEMPTS = 4
 SET_SERVICE_ROLE: LiteralString = "set role service_role"
@@ -52,6 +53,8 @@ RECORD_TOKENED_DELIVERY: LiteralString = (
 DELIVERY: LiteralString = "select * from public.get_video_provider_delivery(%s)"
 NOTE_ERROR_DETAIL: LiteralString = "select public.note_video_job_error_detail(%s, %s)"
 INTERNALS: LiteralString = "select * from public.get_video_job_internals(%s)"
+ARM_WAKEUPS: LiteralString = "select public.arm_video_job_wakeups(%s, %s)"
+DISARM_WAKEUPS: LiteralString = "select public.disarm_video_job_wakeups(%s)"
 CHECK_INPUT: LiteralString = "select * from public.check_video_job_input(%s)"
 ISSUE_WEBHOOK_TOKEN: LiteralString = "select public.issue_video_webhook_token(%s, %s, %s, %s, %s) as expires_at"  # noqa: S105 (SQL, not a secret)
 WEBHOOK_TOKEN_VALID: LiteralString = "select public.video_webhook_token_valid(%s, %s) as valid"  # noqa: S105 (SQL, not a secret)
@@ -142,6 +145,18 @@ class ServiceDatabase:
     async def rows(self, query: LiteralString, params: Sequence[Any]) -> list[dict[str, Any]]:
         """A read of the shared state (metrics, health), as the service role."""
         return await self._rows(query, params)
+
+    async def arm_wakeups(self, worker_id: str, seconds: int) -> None:
+        """This worker listens and will claim on the next claimable job's NOTIFY (0042)."""
+        await self._rows(ARM_WAKEUPS, (worker_id, seconds))
+
+    async def disarm_wakeups(self, worker_id: str) -> None:
+        await self._rows(DISARM_WAKEUPS, (worker_id,))
+
+    async def prune_batch(self, older_than: timedelta, batch_size: int) -> tuple[int, int]:
+        """Delete one batch of ended jobs older than `older_than` (0041): (jobs, events)."""
+        (row,) = await self._rows(PRUNE, (older_than, batch_size))
+        return int(row["jobs"]), int(row["events"])
 
     async def acquire_slot(self, job_id: uuid.UUID, worker_id: str, provider: str) -> bool:
         (row,) = await self._rows(ACQUIRE_SLOT, (job_id, worker_id, provider))

@@ -3,14 +3,18 @@
 Two kinds of series. This worker's own events are counters and histograms
 (`prometheus-client`): provider request latency, job outcomes by provider and error
 code, submissions per finished job; sum them across workers in PromQL. The state of
-the queue, shared by every worker, is read from the database at each scrape: jobs
-by status, queue depth, the oldest queued job's age, waiting jobs by reason,
-breaker states, today's committed spend against the cap, leases held.
+the queue, shared by every worker, is read from the database: jobs by status,
+queue depth, the oldest queued job's age, waiting jobs by reason, breaker states,
+today's committed spend against the cap, leases held. That read is cached: a scrape
+within `cache_seconds` of the last read serves its values, and scrapes that arrive
+together wait for one read rather than each making their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from datetime import UTC, datetime
 from typing import LiteralString
 
@@ -18,22 +22,40 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from vidanim.worker.db import ServiceDatabase
 
+# Active jobs through the claimable index; jobs ended in the last day through
+# video_jobs_ended_idx (0040). Neither part reads the history.
 JOB_COUNTS: LiteralString = """
     select status, coalesce(waiting_reason, '') as waiting_reason, count(*)::bigint as n,
            count(*) filter (where status = 'queued' and next_attempt_at <= now())::bigint as due,
            extract(epoch from now() - min(created_at) filter (where status = 'queued'))::float8 as oldest_queued,
            count(*) filter (where locked_until > now())::bigint as leased
       from public.video_jobs
-     where status in ('queued', 'processing') or updated_at > now() - interval '1 day'
+     where status in ('queued', 'processing')
      group by 1, 2
+    union all
+    select status, '', count(*)::bigint, 0, null, 0
+      from public.video_jobs
+     where status in ('completed', 'failed', 'canceled') and completed_at > now() - interval '1 day'
+     group by 1
 """
+# Several scrapers (Prometheus replicas, an operator's curl) within this long share one read.
+DEFAULT_CACHE_SECONDS = 5.0
 STATUSES = ("queued", "processing", "completed", "failed", "canceled")
 BREAKER_STATES = ("closed", "open", "half_open")
 
 
 class WorkerMetrics:
-    def __init__(self, providers: list[str], registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        providers: list[str],
+        registry: CollectorRegistry | None = None,
+        *,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    ):
         self.providers = providers
+        self.cache_seconds = cache_seconds
+        self._read_at: float | None = None  # monotonic time of the last database read
+        self._reading = asyncio.Lock()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.provider_seconds = Histogram(
@@ -110,7 +132,20 @@ class WorkerMetrics:
         self.outcomes.labels(provider or "none", status, error_code or "").inc()
         self.submissions.observe(submissions)
 
+    def _fresh(self) -> bool:
+        return self._read_at is not None and time.monotonic() - self._read_at < self.cache_seconds
+
     async def refresh(self, db: ServiceDatabase) -> None:
+        """Bring the shared gauges up to date: from the last read if it is recent, else one read."""
+        if self._fresh():
+            return
+        async with self._reading:  # one read at a time; who waited for it finds it fresh
+            if self._fresh():
+                return
+            await self._read(db)
+            self._read_at = time.monotonic()
+
+    async def _read(self, db: ServiceDatabase) -> None:
         """Read the shared state from the database into the gauges."""
         rows = await db.rows(JOB_COUNTS, ())
         by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import LiteralString
 
 import psycopg
@@ -41,6 +42,9 @@ LISTEN: LiteralString = "listen vidanim_jobs"
 LISTEN_DELIVERIES: LiteralString = "listen vidanim_deliveries"
 # A job due later than this is left to the periodic claim rather than to a timer.
 MAX_TIMER_SECONDS = 3600.0
+# How long an armed wake-up lasts (0042), and how old it may get before the worker renews it.
+ARM_SECONDS = 60
+REARM_AFTER_SECONDS = 20.0
 
 
 @dataclass
@@ -68,6 +72,10 @@ class Worker:
         # set by a NOTIFY (or its timer) that a job is due: the idle claim loop wakes at once
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
+        # LISTEN is up; and when (monotonic) this worker last armed its wake-up, None: disarmed
+        self._listening = False
+        self._armed_at: float | None = None
+        self._job_notifies = 0  # NOTIFYs on vidanim_jobs received: one during an arm undoes it
 
     def stop(self) -> None:
         """Stop claiming and wind down (what SIGTERM does)."""
@@ -106,14 +114,21 @@ class Worker:
             log_event(log, "worker.recheck_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
         renewer = asyncio.create_task(self._renew_forever())
         listener = asyncio.create_task(self._listen_forever()) if self.settings.worker_listen else None
+        pruner = (
+            asyncio.create_task(self._prune_forever())
+            if self.settings.worker_prune_older_than_days is not None
+            else None
+        )
         try:
             await self._claim_loop(until_idle)
         finally:
-            for task in (renewer, listener):
+            for task in (renewer, listener, pruner):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if listener is not None:
+                await self._disarm()
             if self._wake_timer is not None:
                 self._wake_timer.cancel()
             if install_signals:
@@ -131,6 +146,7 @@ class Worker:
             jobs: list[Job] = []
             if free > 0:
                 self._wake.clear()  # a NOTIFY during the claim sets it again: none is lost
+                await self._arm()  # before the claim: a job committed after it wakes us, one before is claimed
                 try:
                     jobs = await self.db.claim(
                         self.worker_id, min(free, self.settings.worker_claim_batch), self.settings.worker_lease_seconds
@@ -156,6 +172,26 @@ class Worker:
                 for w in waiters:
                     w.cancel()
 
+    async def _arm(self) -> None:
+        """Ask to be woken by the next claimable job (0042), unless armed recently and not woken since."""
+        if not self._listening:
+            return
+        now = time.monotonic()
+        if self._armed_at is not None and now - self._armed_at < REARM_AFTER_SECONDS:
+            return
+        seen = self._job_notifies
+        try:
+            await self.db.arm_wakeups(self.worker_id, ARM_SECONDS)
+            if self._job_notifies == seen:
+                self._armed_at = now
+        except Exception as exc:  # the periodic claim carries on meanwhile
+            log_event(log, "worker.arm_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
+
+    async def _disarm(self) -> None:
+        self._armed_at = None
+        with contextlib.suppress(Exception):  # best effort: an armed row expires on its own
+            await self.db.disarm_wakeups(self.worker_id)
+
     async def _listen_forever(self) -> None:
         """LISTEN for due jobs on a connection of its own; reconnect after a failure."""
         failures = 0
@@ -167,15 +203,21 @@ class Worker:
                     await conn.execute(LISTEN_DELIVERIES)
                     await conn.execute(LISTEN)  # last: its text in pg_stat_activity says the worker listens
                     failures = 0
+                    self._listening = True
+                    self._armed_at = None  # arm at the next claim
                     self._wake.set()  # anything that fell due while not listening
                     async for notify in conn.notifies():
                         if notify.channel == "vidanim_deliveries":
                             self._delivered(notify.payload)
                         else:
+                            self._armed_at = None  # the job that sent it disarmed us (0042)
+                            self._job_notifies += 1
                             self._due_at(notify.payload)
             except asyncio.CancelledError:
+                self._listening = False
                 raise
             except Exception as exc:  # the periodic claim carries on meanwhile
+                self._listening = False
                 failures += 1
                 log_event(log, "worker.listen_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
                 await asyncio.sleep(min(2.0**failures, 60.0))
@@ -244,6 +286,27 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             self._slot_free.set()
+
+    async def _prune_forever(self) -> None:
+        """Prune old ended jobs (0041) at start and every worker_prune_every_seconds, batch by batch."""
+        days = self.settings.worker_prune_older_than_days
+        assert days is not None
+        while True:
+            total_jobs = total_events = 0
+            try:
+                while True:
+                    jobs, events = await self.db.prune_batch(
+                        timedelta(days=days), self.settings.worker_prune_batch_size
+                    )
+                    total_jobs, total_events = total_jobs + jobs, total_events + events
+                    if jobs == 0:
+                        break
+                    await asyncio.sleep(0)  # each batch committed; let the jobs run between batches
+            except Exception as exc:  # the database is away: try again next time
+                log_event(log, "worker.prune_failed", logging.WARNING, worker_id=self.worker_id, error=str(exc))
+            if total_jobs:
+                log_event(log, "worker.pruned", worker_id=self.worker_id, jobs=total_jobs, events=total_events)
+            await asyncio.sleep(self.settings.worker_prune_every_seconds)
 
     async def _renew_forever(self) -> None:
         every = max(self.settings.worker_lease_seconds / 5, 0.2)

@@ -22,7 +22,7 @@ from vidanim.settings import Settings
 from vidanim.storage.base import Storage, StorageError
 from vidanim.storage.local import LocalStorage
 from vidanim.storage.supabase import SupabaseStorage
-from vidanim.worker.db import open_pool
+from vidanim.worker.db import ServiceDatabase, open_pool
 
 app = typer.Typer(help="Manage stored videos.", no_args_is_help=True)
 
@@ -37,15 +37,18 @@ EXPIRE: LiteralString = "select id, user_id, completed_at from public.expire_vid
 RESTORE: LiteralString = "select id from public.restore_video_output(%s)"
 # Names per DELETE request (the Storage server caps a request's list).
 DELETE_BATCH = 100
+# What Storage still holds, whatever its key may see: the service role reads storage.objects.
+STILL_STORED: LiteralString = "select name from storage.objects where bucket_id = 'video-outputs' and name = any(%s)"
 
 
 async def _delete(s: Settings, names: list[str]) -> list[str]:
     """Delete these videos; the names of those still stored afterwards.
 
     Storage answers the list of what it deleted (`200 []` when it deleted nothing,
-    e.g. when RLS hides the objects from the key in use). A name missing from that
-    list is asked about once more: gone (never stored, or deleted before) is fine;
-    still there, or unknown because Storage cannot be asked, is reported.
+    e.g. when RLS hides the objects from the key in use), and asking Storage again
+    would only hear "not found" from a key that cannot see them. So a name missing
+    from that list is looked up in `storage.objects`, which says what is stored
+    whatever the key: still there is reported.
     """
     pool = open_pool(s.require_database_url(), size=2)
     await pool.open()
@@ -66,15 +69,11 @@ async def _delete(s: Settings, names: list[str]) -> list[str]:
                 deleted = set(await storage.delete("video-outputs", batch))
             except StorageError:
                 deleted = set()
-            for name in batch:
-                if name in deleted:
-                    continue
-                try:
-                    still_stored = await storage.info("video-outputs", name) is not None
-                except StorageError:
-                    still_stored = True  # cannot show that it is gone
-                if still_stored:
-                    kept.append(name)
+            unconfirmed = [name for name in batch if name not in deleted]
+            if unconfirmed:
+                rows = await ServiceDatabase(pool).rows(STILL_STORED, (unconfirmed,))
+                stored = {r["name"] for r in rows}
+                kept += [name for name in unconfirmed if name in stored]
     finally:
         await storage.aclose()
         await pool.close()

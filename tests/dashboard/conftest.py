@@ -189,7 +189,9 @@ def dashboard(db, tmp_path) -> Iterator[RunningDashboard]:
             yield RunningDashboard(url, seeded, db, auth)
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop in this thread while it lives, and every
+# asyncio test after it in the same process would fail ("cannot be called from a running event loop").
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")

@@ -112,6 +112,7 @@ def test_a_job_waiting_after_a_lost_answer_adopts_the_request_its_delivery_names
     assert (waiting["provider_submissions"], waiting["uncertain_submissions"], waiting["locked_by"]) == (1, 1, None)
     with db.connect() as listener:
         listener.execute("listen vidanim_jobs")
+        service(conn, "select public.arm_video_job_wakeups('w2', 60)")  # an idle worker listens (0042)
         assert deliver(conn, row["id"], "req-orphan") == "adopted"
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1, "a worker is woken to finish it"
     adopted = conn.execute(

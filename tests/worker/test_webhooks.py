@@ -686,11 +686,13 @@ async def test_deliveries_signed_for_a_foreign_account_are_refused_and_the_poll_
     job = users.request(user, path)
     async with running(hooked(fal_webhook_user_id="our-account", fal_webhook_poll_seconds=1.0)) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
-    assert sim.webhooks.answers
-    assert {a.status for a in sim.webhooks.answers} == {401}
+    # a retry the simulator sends after the worker stopped finds nobody (status 0): only answers count
+    answered = [a for a in sim.webhooks.answers if a.status]
+    assert answered
+    assert {a.status for a in answered} == {401}
     assert stored_deliveries(db, job["id"]) == []
     assert sim.requests["fal.status"] >= 1, "completed by the fallback poll"
-    assert refusals(app, "foreign_account") == len(sim.webhooks.answers)
+    assert refusals(app, "foreign_account") == len(answered)
     (line,) = events("webhook.refused")
     assert line["seen_user_id"] == "someone-elses-account", "the operator can see whose it was"
 
@@ -703,7 +705,7 @@ async def test_with_no_fal_account_configured_deliveries_are_refused_and_the_id_
     async with running(hooked(fal_webhook_user_id=None, fal_webhook_poll_seconds=1.0)) as app:
         await run_until(app, lambda: status_of(users, job["id"]) == "completed")
     assert len(events("webhook.account_unset")) == 1, "said at start"
-    assert {a.status for a in sim.webhooks.answers} == {401}
+    assert {a.status for a in sim.webhooks.answers if a.status} == {401}, "0: a retry after the worker stopped"
     assert [e["seen_user_id"] for e in events("webhook.refused")] == [sim.webhooks.user_id]
     assert refusals(app, "account_unset") >= 1
     assert stored_deliveries(db, job["id"]) == []

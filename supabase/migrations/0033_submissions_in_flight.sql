@@ -165,6 +165,10 @@ declare
   v_job public.video_jobs;
 begin
   perform vidanim_private.check_provider(p_provider);
+  -- the caller's figure is checked, but the reservation's own cost is what goes back
+  if p_cost_usd is null or p_cost_usd < 0 or p_cost_usd > 10000 then
+    raise exception 'cost must be between 0 and 10000 USD' using errcode = '22023';
+  end if;
   select * into v_job from public.video_jobs j where j.id = p_job_id for update;
   delete from vidanim_private.video_submissions_in_flight f
    where f.job_id = p_job_id and f.provider = p_provider

@@ -85,6 +85,8 @@ def test_a_reservation_needs_the_jobs_lease(conn):
         ("select public.set_video_daily_budget(%s)", (Decimal("-1"),), "daily cap"),
         ("select * from public.get_video_spend(%s)", (0,), "p_days"),
         ("select * from public.get_video_spend(%s)", (400,), "p_days"),
+        ("select public.release_video_spend(gen_random_uuid(), 'fal', %s)", (Decimal("-0.01"),), "cost"),
+        ("select public.release_video_spend(gen_random_uuid(), 'acme', %s)", (Decimal("0.28"),), "provider"),
     ],
 )
 def test_budget_functions_refuse_bad_values(conn, query, params, message):

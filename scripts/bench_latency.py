@@ -40,7 +40,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_worker import ROOT, database, make_jobs, reset, worker_env
 from vidanim.ports import free_port
 from vidanim.simulator import Simulator
-from vidanim.webhooks.fal import HEADER_REQUEST_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_USER_ID, sign
+from vidanim.simulator.webhooks import USER_ID as SIM_FAL_USER_ID
+from vidanim.webhooks.fal import (
+    HEADER_REQUEST_ID,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    HEADER_USER_ID,
+    new_token,
+    sign,
+    token_hash,
+)
 
 ARRIVAL_SECONDS = 0.025
 FAL_CALLS = ("fal.submit", "fal.status", "fal.result", "fal.cancel")
@@ -198,20 +207,21 @@ def done_latencies(dsn: str, sim: Simulator, log: Path, mono_to_wall: float) -> 
 
 def endpoint_load(dsn: str, sim: Simulator, store: Path, port: int, n: int = 2000, concurrency: int = 16) -> dict:
     """`n` signed deliveries, each for a running job holding its own request, from another process."""
-    ids = running_jobs(dsn, n)
+    jobs = running_jobs(dsn, n)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        for job_id in ids:
+        for job_id, token in jobs.items():
             request_id = f"req-{job_id}"
             body = json.dumps({"request_id": request_id, "status": "OK", "payload": {"video": {"url": "x"}}})
             ts = str(int(time.time()))
             headers = {
                 "Content-Type": "application/json",
                 HEADER_REQUEST_ID: request_id,
-                HEADER_USER_ID: "bench",
+                HEADER_USER_ID: SIM_FAL_USER_ID,
                 HEADER_TIMESTAMP: ts,
-                HEADER_SIGNATURE: sign(sim.webhooks.key, request_id, "bench", ts, body.encode()),
+                HEADER_SIGNATURE: sign(sim.webhooks.key, request_id, SIM_FAL_USER_ID, ts, body.encode()),
             }
-            f.write(json.dumps({"path": f"/webhooks/fal/{job_id}", "headers": headers, "body": body}) + "\n")
+            path = f"/webhooks/fal/{job_id}?token={token}"
+            f.write(json.dumps({"path": path, "headers": headers, "body": body}) + "\n")
         path = f.name
     try:
         out = subprocess.run(
@@ -228,11 +238,12 @@ def endpoint_load(dsn: str, sim: Simulator, store: Path, port: int, n: int = 200
             "select count(*) from vidanim_private.video_provider_deliveries where outcome = 'recorded'"
             " and request_id like 'req-%%'"
         ).fetchone()
-    return {**result, "recorded": int(recorded), "n": len(ids), "concurrency": concurrency}
+    return {**result, "recorded": int(recorded), "n": len(jobs), "concurrency": concurrency}
 
 
-def running_jobs(dsn: str, n: int) -> list[uuid.UUID]:
-    """`n` jobs, each processing with a fal request of its own, leased to a holder that is not the worker.
+def running_jobs(dsn: str, n: int) -> dict[uuid.UUID, str]:
+    """`n` jobs, each processing with a fal request and a webhook token of its own, leased to a
+    holder that is not the worker.
 
     Made in one transaction: the worker, woken by their NOTIFY, finds them leased already.
     """
@@ -256,12 +267,18 @@ def running_jobs(dsn: str, n: int) -> list[uuid.UUID]:
         while len(ids) < n:
             batch = conn.execute("select id from public.claim_video_jobs('bench-holder', 1000, 3600)").fetchall()
             ids += [r[0] for r in batch]
+        tokens = {}
         for job_id in ids:
+            tokens[job_id] = new_token()
+            conn.execute(
+                "select public.issue_video_webhook_token(%s, 'bench-holder', 'fal', %s, 3600)",
+                (job_id, token_hash(tokens[job_id])),
+            )
             conn.execute(
                 "select public.record_video_job_submission(%s, 'bench-holder', 'fal', %s, 'IN_QUEUE')",
                 (job_id, f"req-{job_id}"),
             )
-    return ids
+    return tokens
 
 
 def ms(seconds: float) -> str:

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -32,6 +33,7 @@ from vidanim.db.embedded import EmbeddedPostgres
 from vidanim.db.migrate import migrate
 from vidanim.ports import free_port
 from vidanim.simulator import Simulator
+from vidanim.simulator.webhooks import USER_ID as SIM_FAL_USER_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +84,9 @@ def worker_env(dsn: str, sim_url: str, store: Path, **extra: str) -> dict[str, s
             "VIDANIM_LOCAL_STORAGE_SECRET": "bench",
             "VIDANIM_LOG_LEVEL": "WARNING",
             "VIDANIM_WORKER_IDLE_POLL_SECONDS": "0.05",
+            # the simulator's outputs are fetched over loopback, its deliveries signed for its account
+            "VIDANIM_OUTPUT_DEV_HOSTS": urlsplit(sim_url).netloc,
+            "VIDANIM_FAL_WEBHOOK_USER_ID": SIM_FAL_USER_ID,
             "PYTHONPATH": str(ROOT),
         }
     )

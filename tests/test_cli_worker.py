@@ -56,7 +56,7 @@ def test_worker_rejects_an_invalid_setting_by_name(env, db):
     env.setenv("VIDANIM_WORKER_LEASE_SECONDS", "1")
     result = runner.invoke(app, ["worker"])
     assert result.exit_code == 2
-    assert "invalid setting worker_lease_seconds" in result.output
+    assert "error: VIDANIM_WORKER_LEASE_SECONDS: Input should be greater than or equal to 2" in result.output
 
 
 def test_worker_supabase_storage_needs_its_url_and_key(env, db):

@@ -12,7 +12,8 @@ import typer
 from vidanim.commands.common import DatabaseUrl, JsonOut, emit_json, fail, handled, settings, table
 from vidanim.db import checklist
 from vidanim.db.migrate import MigrationError, migrate, status
-from vidanim.settings import DatabaseSettings
+from vidanim.settings import DatabaseSettings, InvalidSetting, check_database_url
+from vidanim.worker.http import ListenError
 
 app = typer.Typer(
     help="vidanim: animate a user's image into a video on Supabase.",
@@ -21,6 +22,14 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Apply and inspect the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+# the setting behind each listener, named when its address cannot be bound
+LISTENER_PORTS = {
+    "public": "VIDANIM_HTTP_PORT",
+    "operator": "VIDANIM_OPERATOR_PORT",
+    "dashboard": "VIDANIM_DASHBOARD_PORT",
+}
 
 
 def _register_commands() -> None:
@@ -36,8 +45,11 @@ def _register_commands() -> None:
 
 def _database_url(value: str | None) -> str:
     try:
-        return value or DatabaseSettings().require_database_url()
-    except LookupError as exc:
+        if value:
+            check_database_url(value)
+            return value
+        return DatabaseSettings().require_database_url()
+    except InvalidSetting as exc:
         raise fail(str(exc), 2) from None
 
 
@@ -106,6 +118,7 @@ def db_status(database_url: DatabaseUrl = None, json_out: JsonOut = False) -> No
 
 @app.command("worker")
 def worker(
+    database_url: DatabaseUrl = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Jobs run at once (VIDANIM_WORKER_CONCURRENCY, default 50).", min=1)
     ] = None,
@@ -115,27 +128,24 @@ def worker(
     import asyncio
     import logging
 
-    from pydantic import ValidationError
-
     from vidanim import logs
     from vidanim.doctor import provider_checks
-    from vidanim.settings import Settings
     from vidanim.worker.assemble import ConfigurationError, assembled
 
+    s = settings(database_url)
+    if concurrency is not None:
+        s = s.model_copy(update={"worker_concurrency": concurrency})
+    logs.configure(s.log_format, s.log_level)
     try:
-        settings = Settings()
-        if concurrency is not None:
-            settings = settings.model_copy(update={"worker_concurrency": concurrency})
-        settings.require_database_url()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2) from None
-    except LookupError as exc:
-        raise fail(str(exc), 2) from None
-    logs.configure(settings.log_format, settings.log_level)
+        pending = [m.filename for m, applied in status(s.require_database_url()) if not applied]
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot connect to the database: {str(exc).splitlines()[0]}") from None
+    if pending:
+        # without its schema every claim would fail, once a second, forever
+        raise fail(f"the database lacks {len(pending)} migration(s) ({pending[0]}…): run `vidanim db migrate`")
 
     async def run() -> None:
-        async with assembled(settings) as app_:
+        async with assembled(s) as app_:
             # The doctor's provider checks first: a worker no provider accepts would only
             # make every job wait; it refuses to start and says why, in one line.
             checks = await provider_checks(app_.providers)
@@ -158,6 +168,8 @@ def worker(
         asyncio.run(run())
     except ConfigurationError as exc:
         raise fail(str(exc), 2) from None
+    except ListenError as exc:
+        raise fail(f"{exc} (set {LISTENER_PORTS[exc.name]} to a free port, or 0 for any)") from None
     except psycopg.OperationalError as exc:
         raise fail(f"cannot connect to the database: {exc}".strip()) from None
 
@@ -207,6 +219,8 @@ def dashboard(
         asyncio.run(serve(s))
     except ConfigurationError as exc:
         raise fail(str(exc), 2) from None
+    except ListenError as exc:
+        raise fail(f"{exc} (pass --port or set {LISTENER_PORTS[exc.name]} to a free port, or 0 for any)") from None
     except psycopg.OperationalError as exc:
         raise fail(f"cannot connect to the database: {exc}".strip()) from None
     except KeyboardInterrupt:

@@ -53,13 +53,25 @@ def _database_checks(dsn: str) -> list[Check]:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             version = conn.execute("select current_setting('server_version')").fetchone()
             checks = [Check("database reachable", True, f"PostgreSQL {version[0] if version else '?'}")]
-            buckets = {r[0]: r[1] for r in conn.execute(BUCKETS).fetchall()}
-            results = checklist.run(conn)
+            try:
+                buckets = {r[0]: r[1] for r in conn.execute(BUCKETS).fetchall()}
+                results = checklist.run(conn)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction):
+                conn.rollback()
+                pending = [m.filename for m, applied in migration_status(dsn) if not applied]
+                return [
+                    *checks,
+                    Check("migrations current", False, f"{len(pending)} pending: run `vidanim db migrate`"),
+                ]
     except psycopg.Error as exc:
         return [Check("database reachable", False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)]
     pending = [m.filename for m, applied in migration_status(dsn) if not applied]
     checks.append(
-        Check("migrations current", not pending, "all applied" if not pending else "pending: " + ", ".join(pending))
+        Check(
+            "migrations current",
+            not pending,
+            "all applied" if not pending else "pending: " + ", ".join(pending) + " (run `vidanim db migrate`)",
+        )
     )
     failing = [r.name for r in results if not r.ok]
     checks.append(
@@ -123,7 +135,8 @@ async def run_checks(settings: Settings) -> list[Check]:
 
     checks = await asyncio.to_thread(_database_checks, settings.require_database_url())
     database_ok = checks[0].ok
-    if database_ok:
+    migrated = len(checks) > 2  # an unmigrated database stops after "migrations current"
+    if database_ok and migrated:
         pool = open_pool(settings.require_database_url(), size=1)
         await pool.open()
         try:
@@ -137,7 +150,8 @@ async def run_checks(settings: Settings) -> list[Check]:
         finally:
             await pool.close()
     else:
-        checks.append(Check("storage reachable", None, "skipped: the database is not reachable"))
+        why = "the database is not migrated" if database_ok else "the database is not reachable"
+        checks.append(Check("storage reachable", None, f"skipped: {why}"))
     try:
         providers = build_providers(settings)
     except ConfigurationError as exc:

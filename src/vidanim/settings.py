@@ -5,15 +5,30 @@ Every setting, its default and why, is listed in the README.
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import psycopg
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from vidanim.pricing import DEFAULT_PRICES_USD_PER_SECOND, UNKNOWN_MODEL_USD_PER_SECOND
 from vidanim.webhooks.fal import DEFAULT_JWKS_URLS
+
+
+class InvalidSetting(LookupError):
+    """A setting is missing or malformed: the message names the variable and what it takes."""
+
+
+def _default_storage_dir() -> Path:
+    """Local storage's home: the user's data directory, never the working directory, so every
+    command sees the same files and reports paths that exist wherever it runs."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vidanim" / "storage"
 
 
 def _default_worker_id() -> str:
@@ -34,8 +49,22 @@ class DatabaseSettings(BaseSettings):
 
     def require_database_url(self) -> str:
         if self.database_url is None or not self.database_url.get_secret_value().strip():
-            raise LookupError("no database configured: set VIDANIM_DATABASE_URL or pass --database-url")
-        return self.database_url.get_secret_value()
+            raise InvalidSetting("no database configured: set VIDANIM_DATABASE_URL or pass --database-url")
+        url = self.database_url.get_secret_value()
+        check_database_url(url)
+        return url
+
+
+def check_database_url(url: str) -> None:
+    """Refuse what libpq cannot parse, in one line (a URL's password is never echoed)."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).splitlines()[0] if "://" not in url else "not a valid URL"
+        raise InvalidSetting(
+            f"the database URL is not one PostgreSQL accepts ({reason}): "
+            "give postgresql://USER:PASSWORD@HOST:5432/DATABASE in VIDANIM_DATABASE_URL or --database-url"
+        ) from None
 
 
 class Settings(DatabaseSettings):
@@ -115,7 +144,9 @@ class Settings(DatabaseSettings):
 
     # storage
     storage_backend: Literal["local", "supabase"] = "local"
-    local_storage_dir: Path = Path(".vidanim/storage")
+    # an absolute directory by default (the user's data directory); a relative one is made absolute
+    # where the settings are read, so paths the commands print exist wherever they are opened
+    local_storage_dir: Path = Field(default_factory=_default_storage_dir)
     local_storage_secret: SecretStr | None = None
     # where a running worker serves local signed URLs (it prints its address); clients sign for it
     local_storage_url: str | None = None
@@ -140,6 +171,19 @@ class Settings(DatabaseSettings):
     # logs
     log_format: Literal["kv", "json"] = "kv"
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"use one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("local_storage_dir")
+    @classmethod
+    def _absolute_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
 
     # fal webhook trust (migration 0034, docs/worker.md "Webhook trust")
     # our fal account's user id: a delivery fal signed for any other account is refused. Unset: every
@@ -197,3 +241,45 @@ class Settings(DatabaseSettings):
 
     def output_dev_host_list(self) -> list[str]:
         return [h.strip().lower() for h in self.output_dev_hosts.split(",") if h.strip()]
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+assert all(isinstance(logging.getLevelName(name), int) for name in LOG_LEVELS)
+
+_FIELD_IN_SETTINGS_ERROR = re.compile(r'field "([a-z0-9_]+)"')
+
+
+def variable(field: str) -> str:
+    """The environment variable behind a setting."""
+    return f"VIDANIM_{field.upper()}"
+
+
+def describe(exc: ValidationError | SettingsError) -> str:
+    """One line naming the variable at fault and what it takes."""
+    if isinstance(exc, SettingsError):
+        match = _FIELD_IN_SETTINGS_ERROR.search(str(exc))
+        name = variable(match.group(1)) if match else "a VIDANIM_ variable"
+        return f"{name} is not valid JSON (a mapping looks like '{{\"runway:gen4_turbo\": 0.05}}')"
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    given = first.get("input")
+    shown = (
+        ""
+        if isinstance(given, SecretStr) or any(w in field for w in ("key", "secret", "password", "url"))
+        else f" (got {given!r})"
+    )
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{variable(field.split('.')[0])}: {message}{shown}"
+
+
+def load_settings(database_url: str | None = None) -> Settings:
+    """The settings from the environment, with `--database-url` over the variable; InvalidSetting
+    (one line, the variable named) when one is malformed."""
+    try:
+        values = Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise InvalidSetting(describe(exc)) from None
+    if database_url:
+        values = values.model_copy(update={"database_url": SecretStr(database_url)})
+    values.require_database_url()
+    return values

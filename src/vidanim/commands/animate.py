@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated
@@ -104,6 +105,23 @@ def progress_line(view: JobView) -> str:
     return "  " + describe(view, text_bar=True)
 
 
+def interrupted_message(job_id: uuid.UUID) -> str:
+    """What Ctrl-C during --wait leaves: the job, untouched, and how to find it again."""
+    return (
+        f"stopped following job {job_id}; the job goes on (it is not canceled, and stopping here costs nothing): "
+        f"follow it with `vidanim jobs show {job_id}`, stop it with `vidanim jobs cancel {job_id}`"
+    )
+
+
+def _follow(client: VidanimClient, job_id: uuid.UUID, timeout: float, on_change: Callable[[JobView], None]) -> JobView:
+    try:
+        return client.wait(job_id, timeout=timeout, on_change=on_change)
+    except TimeoutError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail(interrupted_message(job_id), 130) from None
+
+
 def animate(
     image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A PNG, JPEG or WebP.")],
     prompt: Annotated[str | None, typer.Option(help="What should move, and how.")] = None,
@@ -127,20 +145,14 @@ def animate(
         view = JobView(job)
         if wait and not json_out and sys.stdout.isatty():
             with LiveProgress() as live:
-                try:
-                    view = client.wait(job.id, timeout=timeout, on_change=live.show)
-                except TimeoutError as exc:
-                    raise fail(str(exc)) from None
+                view = _follow(client, job.id, timeout, live.show)
         elif wait:
 
             def show(v: JobView) -> None:
                 if not json_out:
                     typer.echo(progress_line(v))
 
-            try:
-                view = client.wait(job.id, timeout=timeout, on_change=show)
-            except TimeoutError as exc:
-                raise fail(str(exc)) from None
+            view = _follow(client, job.id, timeout, show)
     if json_out:
         emit_json({"job": view.job, "video_url": view.video_url, "video_url_expires_at": view.video_url_expires_at})
     elif view.status == "completed":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, LiteralString
 
+import psycopg
 import typer
 
 from vidanim.commands.common import DatabaseUrl, JsonOut, as_service, emit_json, fail, handled, settings, table
@@ -17,7 +18,12 @@ SET_CAP: LiteralString = "select public.set_video_daily_budget(%s)"
 
 
 def _usd(value: Decimal | None) -> str:
-    return "none" if value is None else f"${value:,.2f}"
+    """Dollars and cents, or every digit the database keeps when a cent would hide some."""
+    if value is None:
+        return "none"
+    if value == value.quantize(Decimal("0.01")):
+        return f"${value:,.2f}"
+    return f"${value.normalize():,f}"
 
 
 @app.command("show")
@@ -56,10 +62,17 @@ def set_cap(
     try:
         cap = None if unlimited else Decimal(str(daily_usd))
     except InvalidOperation:
-        raise fail(f"--daily-usd must be an amount in USD, not {daily_usd!r}", 2) from None
+        cap = Decimal("NaN")
+    if cap is not None and not cap.is_finite():
+        raise fail(f"--daily-usd must be an amount in USD, not {daily_usd!r}", 2)
     s = settings(database_url)
     with handled(), as_service(s) as cur:
-        cur.execute(SET_CAP, (cap,))
+        try:
+            cur.execute(SET_CAP, (cap,))
+        except psycopg.errors.InvalidParameterValue as exc:  # the database's range, a usage error
+            raise fail(f"--daily-usd: {exc.diag.message_primary}", 2) from None
+        stored = cur.execute(CAP).fetchone()
+    cap = stored["cap"] if stored else cap
     if json_out:
         return emit_json({"daily_cap_usd": cap})
     typer.echo(f"daily cap: {_usd(cap)}")

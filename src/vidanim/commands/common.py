@@ -14,12 +14,11 @@ from typing import Annotated, Any, LiteralString
 import psycopg
 import typer
 from psycopg.rows import dict_row
-from pydantic import SecretStr
 
 from vidanim.client import PostgresTransport, VidanimClient
 from vidanim.errors import VidanimError, from_sqlstate
 from vidanim.images import rules_for
-from vidanim.settings import Settings
+from vidanim.settings import InvalidSetting, Settings, load_settings
 from vidanim.storage.base import StorageError
 from vidanim.storage.local import LocalSigner
 
@@ -35,6 +34,8 @@ DatabaseUrl = Annotated[
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 SET_SERVICE_ROLE: LiteralString = "set local role service_role"
+NO_SUCH_USER = "no such user: the id names no row of auth.users (check the user's id)"
+NOT_MIGRATED = "the database has no vidanim schema, or an older one: run `vidanim db migrate` first"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -43,17 +44,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def settings(database_url: str | None) -> Settings:
+    """The settings, or exit 2 with one line naming the variable at fault."""
     try:
-        values = Settings()
-    except Exception as exc:  # pydantic's ValidationError, with the setting's name
-        raise fail(f"invalid settings: {exc}".splitlines()[0], 2) from None
-    if database_url:
-        values = values.model_copy(update={"database_url": SecretStr(database_url)})
-    try:
-        values.require_database_url()
-    except LookupError as exc:
+        return load_settings(database_url)
+    except InvalidSetting as exc:
         raise fail(str(exc), 2) from None
-    return values
 
 
 @contextlib.contextmanager
@@ -62,11 +57,19 @@ def handled() -> Iterator[None]:
     try:
         yield
     except VidanimError as exc:
+        if exc.sqlstate == "23503" and "user_id_fkey" in exc.message:
+            raise fail(NO_SUCH_USER) from None
         raise fail(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
     except StorageError as exc:
         raise fail(f"storage: {exc}") from None
     except psycopg.OperationalError as exc:
         raise fail(f"cannot connect to the database: {str(exc).splitlines()[0]}") from None
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
+        raise fail(NOT_MIGRATED) from None
+    except psycopg.errors.ForeignKeyViolation as exc:
+        if (exc.diag.constraint_name or "").endswith("user_id_fkey"):
+            raise fail(NO_SUCH_USER) from None
+        raise fail(exc.diag.message_primary or str(exc)) from None
     except psycopg.Error as exc:
         error = from_sqlstate(exc.sqlstate, exc.diag.message_primary or str(exc), hint=exc.diag.message_hint)
         raise fail(error.message) from None

@@ -15,6 +15,7 @@ from vidanim.logs import log_event
 from vidanim.settings import Settings
 from vidanim.worker.assemble import build_storage
 from vidanim.worker.db import open_pool
+from vidanim.worker.http import listening_socket
 
 log = logging.getLogger("vidanim.dashboard")
 
@@ -36,9 +37,12 @@ async def dashboard_app(settings: Settings) -> AsyncIterator[Starlette]:
 
 async def serve(settings: Settings) -> None:
     async with dashboard_app(settings) as app:
-        config = uvicorn.Config(
-            app, host=settings.dashboard_host, port=settings.dashboard_port, log_level="warning", access_log=False
-        )
+        sock = listening_socket(settings.dashboard_host, settings.dashboard_port, "dashboard")
+        host, port = sock.getsockname()[:2]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None)
         server = uvicorn.Server(config)
-        log_event(log, "dashboard.listening", host=settings.dashboard_host, port=settings.dashboard_port)
-        await server.serve()
+        log_event(log, "dashboard.listening", host=host, port=port, url=f"http://{host}:{port}")
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            sock.close()

@@ -228,6 +228,28 @@ def build_operator_app(db: ServiceDatabase, metrics: WorkerMetrics) -> Starlette
     return Starlette(routes=[Route("/metrics", scrape), Route("/healthz", healthz), Route("/readyz", readyz)])
 
 
+class ListenError(RuntimeError):
+    """A listener could not bind its address (in use, not ours, not permitted): one line, which one."""
+
+    def __init__(self, name: str, host: str, port: int, reason: str):
+        super().__init__(f"the {name} listener cannot bind {host}:{port}: {reason}")
+        self.name = name
+
+
+def listening_socket(host: str, port: int, name: str) -> socket.socket:
+    """A TCP socket bound to host:port (ListenError when it cannot be)."""
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that say
+    # TCP, and without it each answer's body waits for the client's delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(name, host, port, (exc.strerror or str(exc)).lower()) from None
+    return sock
+
+
 class HttpServer:
     """uvicorn on a socket of its own, as a task of the worker's event loop, every connection guarded."""
 
@@ -235,11 +257,7 @@ class HttpServer:
         self, app: Starlette, host: str, port: int, limits: ListenerLimits | None = None, *, name: str = "http"
     ):
         self.limits = limits or ListenerLimits()
-        # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that say
-        # TCP, and without it each answer's body waits for the client's delayed ACK (40 ms).
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        self.sock = listening_socket(host, port, name)
         bound_host, bound_port = self.sock.getsockname()[:2]
         self.url = f"http://{bound_host}:{bound_port}"
         BoundedLogs.install()
@@ -277,4 +295,12 @@ class HttpServer:
         self.sock.close()
 
 
-__all__ = ["FalWebhooks", "HttpServer", "ListenerLimits", "build_operator_app", "build_public_app"]
+__all__ = [
+    "FalWebhooks",
+    "HttpServer",
+    "ListenError",
+    "ListenerLimits",
+    "build_operator_app",
+    "build_public_app",
+    "listening_socket",
+]

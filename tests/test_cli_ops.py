@@ -184,10 +184,11 @@ def test_quota_show_set_reset(env, conn):
     ("args", "code", "message"),
     [
         (["quota", "set", "--daily", "1"], 2, "give a user, or --default"),
-        (["quota", "set", "{user}", "--daily", "-1"], 1, "daily limit must be between"),
+        (["quota", "set", "{user}", "--daily", "-1"], 2, "daily limit must be between"),
         (["quota", "reset", "{nobody}"], 1, "not found"),
         (["quota", "reset", "{user}", "--day", "yesterday"], 2, "not a date"),
-        (["quota", "set", "--default", "--daily", "5"], 1, "default max active jobs"),
+        (["quota", "set", "--default", "--daily", "5"], 2, "default max active jobs"),
+        (["quota", "set", "{nobody}", "--daily", "3"], 1, "not found"),
     ],
 )
 def test_quota_errors_are_one_line(env, conn, args, code, message):
@@ -390,7 +391,9 @@ def test_budget_set_and_show(env, conn):
     ("args", "code", "message"),
     [
         (["--daily-usd", "lots"], 2, "must be an amount in USD"),
-        (["--daily-usd", "-3"], 1, "daily cap must be between"),
+        (["--daily-usd", "-3"], 2, "daily cap must be between"),
+        (["--daily-usd", "100000001"], 2, "daily cap must be between"),
+        (["--daily-usd", "NaN"], 2, "must be an amount in USD"),
         ([], 2, "--daily-usd AMOUNT or --unlimited"),
         (["--daily-usd", "5", "--unlimited"], 2, "--daily-usd AMOUNT or --unlimited"),
     ],
@@ -399,6 +402,17 @@ def test_budget_set_refusals_are_one_line(env, conn, args, code, message):
     result = invoke("budget", "set", *args)
     assert result.exit_code == code
     assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"), [("0.001", "$0.001"), ("0.01", "$0.01"), ("1234.5678", "$1,234.5678"), ("0", "$0.00")]
+)
+def test_budget_set_prints_the_cap_the_database_stored_without_hiding_fractions_of_a_cent(env, conn, amount, shown):
+    result = invoke("budget", "set", "--daily-usd", amount)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"daily cap: {shown}"
+    assert invoke("budget", "show").output.startswith(f"daily cap: {shown}")
 
 
 def test_jobs_stats_counts_failures_and_durations_per_provider(env, conn):

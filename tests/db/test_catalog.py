@@ -23,6 +23,7 @@ SERVICE_API = {
     "set_video_quota_limits",
     "set_video_quota_defaults",
     "expire_video_outputs",
+    "list_stale_video_inputs",
     "restore_video_output",
     "defer_video_job",
     "get_video_provider_breakers",

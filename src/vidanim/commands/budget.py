@@ -5,10 +5,19 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, LiteralString
 
-import psycopg
 import typer
 
-from vidanim.commands.common import DatabaseUrl, JsonOut, as_service, emit_json, fail, handled, settings, table
+from vidanim.commands.common import (
+    DatabaseUrl,
+    JsonOut,
+    as_service,
+    emit_json,
+    fail,
+    handled,
+    refused_values,
+    settings,
+    table,
+)
 
 app = typer.Typer(help="The daily spend cap across every worker, and what was spent (operators).", no_args_is_help=True)
 
@@ -67,10 +76,8 @@ def set_cap(
         raise fail(f"--daily-usd must be an amount in USD, not {daily_usd!r}", 2)
     s = settings(database_url)
     with handled(), as_service(s) as cur:
-        try:
+        with refused_values("--daily-usd"):
             cur.execute(SET_CAP, (cap,))
-        except psycopg.errors.InvalidParameterValue as exc:  # the database's range, a usage error
-            raise fail(f"--daily-usd: {exc.diag.message_primary}", 2) from None
         stored = cur.execute(CAP).fetchone()
     cap = stored["cap"] if stored else cap
     if json_out:

@@ -34,6 +34,8 @@ DatabaseUrl = Annotated[
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 SET_SERVICE_ROLE: LiteralString = "set local role service_role"
+# undefined table, undefined function, invalid schema name: what a database without migrations answers
+SCHEMA_MISSING = ("42P01", "42883", "3F000")
 NO_SUCH_USER = "no such user: the id names no row of auth.users (check the user's id)"
 NOT_MIGRATED = "the database has no vidanim schema, or an older one: run `vidanim db migrate` first"
 
@@ -59,6 +61,8 @@ def handled() -> Iterator[None]:
     except VidanimError as exc:
         if exc.sqlstate == "23503" and "user_id_fkey" in exc.message:
             raise fail(NO_SUCH_USER) from None
+        if exc.sqlstate in SCHEMA_MISSING:
+            raise fail(NOT_MIGRATED) from None
         raise fail(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
     except StorageError as exc:
         raise fail(f"storage: {exc}") from None
@@ -73,6 +77,15 @@ def handled() -> Iterator[None]:
     except psycopg.Error as exc:
         error = from_sqlstate(exc.sqlstate, exc.diag.message_primary or str(exc), hint=exc.diag.message_hint)
         raise fail(error.message) from None
+
+
+@contextlib.contextmanager
+def refused_values(option: str) -> Iterator[None]:
+    """A value the database refuses as out of range (SQLSTATE 22023) is a usage error: exit 2."""
+    try:
+        yield
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise fail(f"{option}: {exc.diag.message_primary or exc}", 2) from None
 
 
 @contextlib.contextmanager

@@ -8,7 +8,17 @@ from typing import Annotated, LiteralString
 
 import typer
 
-from vidanim.commands.common import DatabaseUrl, JsonOut, as_service, emit_json, handled, settings, table, user_client
+from vidanim.commands.common import (
+    DatabaseUrl,
+    JsonOut,
+    as_service,
+    emit_json,
+    handled,
+    refused_values,
+    settings,
+    table,
+    user_client,
+)
 
 app = typer.Typer(help="Show, change and reset users' daily video quotas (operators).", no_args_is_help=True)
 
@@ -45,7 +55,7 @@ def set_limits(
     s = settings(database_url)
     if default == (user is not None):
         raise typer.BadParameter("give a user, or --default (not both)")
-    with handled(), as_service(s) as cur:
+    with handled(), as_service(s) as cur, refused_values("quota"):
         if default:
             cur.execute(SET_DEFAULTS, (daily, active))
         else:

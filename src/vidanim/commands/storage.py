@@ -38,11 +38,13 @@ RESTORE: LiteralString = "select id from public.restore_video_output(%s)"
 # Names per DELETE request (the Storage server caps a request's list).
 DELETE_BATCH = 100
 # What Storage still holds, whatever its key may see: the service role reads storage.objects.
-STILL_STORED: LiteralString = "select name from storage.objects where bucket_id = 'video-outputs' and name = any(%s)"
+STILL_STORED: LiteralString = "select name from storage.objects where bucket_id = %s and name = any(%s)"
+# Input images older than the TTL that no queued or processing job names (0055).
+STALE_INPUTS: LiteralString = "select name, created_at from public.list_stale_video_inputs(%s, %s)"
 
 
-async def _delete(s: Settings, names: list[str]) -> list[str]:
-    """Delete these videos; the names of those still stored afterwards.
+async def _delete(s: Settings, bucket: str, names: list[str]) -> list[str]:
+    """Delete these objects of `bucket`; the names of those still stored afterwards.
 
     Storage answers the list of what it deleted (`200 []` when it deleted nothing,
     e.g. when RLS hides the objects from the key in use), and asking Storage again
@@ -66,12 +68,12 @@ async def _delete(s: Settings, names: list[str]) -> list[str]:
         for start in range(0, len(names), DELETE_BATCH):
             batch = names[start : start + DELETE_BATCH]
             try:
-                deleted = set(await storage.delete("video-outputs", batch))
+                deleted = set(await storage.delete(bucket, batch))
             except StorageError:
                 deleted = set()
             unconfirmed = [name for name in batch if name not in deleted]
             if unconfirmed:
-                rows = await ServiceDatabase(pool).rows(STILL_STORED, (unconfirmed,))
+                rows = await ServiceDatabase(pool).rows(STILL_STORED, (bucket, unconfirmed))
                 stored = {r["name"] for r in rows}
                 kept += [name for name in unconfirmed if name in stored]
     finally:
@@ -88,7 +90,8 @@ def cleanup(
     database_url: DatabaseUrl = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Remove output videos of jobs completed longer ago than --older-than.
+    """Remove output videos of jobs completed longer ago than --older-than, and input images as old
+    that no queued or processing job needs (refused requests', ended jobs').
 
     Each job is first marked expired (it stays readable, `completed`, with no output
     path), then its video is deleted: no job ever points at a missing object. A
@@ -101,19 +104,42 @@ def cleanup(
         with as_service(s) as cur:
             cur.execute(CANDIDATES if dry_run else EXPIRE, (age, limit))
             rows = cur.fetchall()
+            inputs = cur.execute(STALE_INPUTS, (age, limit)).fetchall()
         by_name = {f"{r['user_id']}/{r['id']}.mp4": r for r in rows}
-        failed = [] if dry_run else asyncio.run(_delete(s, list(by_name)))
+        failed = [] if dry_run else asyncio.run(_delete(s, "video-outputs", list(by_name)))
         if failed:
             with as_service(s) as cur:
                 for name in failed:
                     cur.execute(RESTORE, (by_name[name]["id"],))
+        inputs_kept = [] if dry_run else asyncio.run(_delete(s, "video-inputs", [r["name"] for r in inputs]))
     if json_out:
-        return emit_json({"dry_run": dry_run, "jobs": rows, "failed_deletions": failed})
-    verb = "would expire" if dry_run else "expired"
-    typer.echo(f"{verb} {len(rows)} video(s) older than {older_than}")
-    if rows:
-        table([[r["id"], r["user_id"], r["completed_at"]] for r in rows], ["job", "user", "completed"])
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "jobs": rows,
+                "failed_deletions": failed,
+                "inputs": inputs,
+                "failed_input_deletions": inputs_kept,
+            }
+        )
+    else:
+        verb = "would expire" if dry_run else "expired"
+        typer.echo(f"{verb} {len(rows)} video(s) older than {older_than}")
+        if rows:
+            table([[r["id"], r["user_id"], r["completed_at"]] for r in rows], ["job", "user", "completed"])
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(f"{verb} {len(inputs) - len(inputs_kept)} input image(s) older than {older_than} that no job needs")
+        if dry_run and inputs:
+            table([[r["name"], r["created_at"]] for r in inputs], ["input image", "uploaded"])
     if failed:
         typer.echo(f"could not delete {len(failed)} video(s); their jobs keep them: " + ", ".join(failed), err=True)
+    if inputs_kept:
+        typer.echo(f"could not delete {len(inputs_kept)} input image(s): " + ", ".join(inputs_kept), err=True)
+    if failed or inputs_kept:
+        typer.echo(
+            "Storage's key cannot delete what storage.objects holds: is VIDANIM_SUPABASE_SERVICE_ROLE_KEY "
+            "the service role's key (or an sb_secret_ key)? `vidanim doctor` checks it",
+            err=True,
+        )
         raise typer.Exit(1)
     return None

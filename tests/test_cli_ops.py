@@ -263,6 +263,7 @@ def test_storage_cleanup_names_what_storage_did_not_delete_and_those_jobs_keep_t
         names = sorted(f"{user}/{j['id']}.mp4" for j in jobs)
         assert "could not delete 2 video(s); their jobs keep them: " in result.output
         assert all(n in result.output for n in names)
+        assert "VIDANIM_SUPABASE_SERVICE_ROLE_KEY holds the legacy anon key" in result.output
         rows = conn.execute(
             "select output_video_path, output_expired_at from public.video_jobs where user_id = %s order by 1", (user,)
         ).fetchall()

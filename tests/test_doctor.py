@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 
+import jwt
 import pytest
 from typer.testing import CliRunner
 
@@ -130,13 +131,59 @@ def test_storage_refusing_the_workers_key_fails(env, db):
     with FakeSupabaseStorage(db.dsn) as storage:
         env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
         env.setenv("VIDANIM_SUPABASE_URL", storage.url)
-        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", "not-the-key")
+        # a service_role key of another project: well formed, refused by Storage
+        other = jwt.encode({"role": "service_role"}, "another-projects-jwt-secret-32-chars!", algorithm="HS256")
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", other)
         code, checks = doctor()
         assert (code, checks["storage reachable"]["ok"]) == (1, False)
         assert "AccessDenied" in checks["storage reachable"]["detail"]
         env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", storage.service_key)
         code, checks = doctor()
         assert (code, checks["storage reachable"]["ok"]) == (0, True)
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [("anon", "holds the legacy anon key"), ("publishable", "holds a publishable key"), ("junk", "holds no Supabase")],
+)
+def test_a_storage_key_that_is_not_the_service_roles_fails_in_one_line_naming_the_variable(env, db, key, says):
+    with FakeSupabaseStorage(db.dsn) as storage:
+        value = {"anon": storage.anon_key, "publishable": "sb_publishable_abc", "junk": "not-the-key"}[key]
+        env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
+        env.setenv("VIDANIM_SUPABASE_URL", storage.url)
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", value)
+        code, checks = doctor()
+    assert (code, checks["storage reachable"]["ok"]) == (1, False)
+    detail = checks["storage reachable"]["detail"]
+    assert detail.startswith(f"VIDANIM_SUPABASE_SERVICE_ROLE_KEY {says}")
+    assert "\n" not in detail
+
+
+async def test_a_storage_key_that_cannot_see_what_storage_objects_holds_fails(db, tmp_path):
+    from tests.support.seed import put_object
+    from vidanim.doctor import _storage_check
+    from vidanim.settings import Settings
+    from vidanim.storage.supabase import SupabaseStorage
+    from vidanim.worker.db import open_pool
+
+    with FakeSupabaseStorage(db.dsn) as fake, db.connect() as conn:
+        put_object(conn, "video-outputs", "u/j.mp4", mimetype="video/mp4")
+        pool = open_pool(db.dsn, size=1)
+        await pool.open()
+        settings = Settings(_env_file=None, database_url=db.dsn, storage_backend="supabase")
+        try:
+            for key, ok in ((fake.anon_key, False), (fake.service_key, True)):
+                storage = SupabaseStorage(supabase_url=fake.url, service_role_key=key)
+                check = await _storage_check(settings, storage, pool)
+                await storage.aclose()
+                assert check.ok is ok, check.detail
+                if not ok:
+                    assert check.detail == (
+                        "Storage's key cannot see video-outputs/u/j.mp4, which storage.objects holds: "
+                        "VIDANIM_SUPABASE_SERVICE_ROLE_KEY is not the service role's key"
+                    )
+        finally:
+            await pool.close()
 
 
 def test_a_worker_whose_every_provider_fails_refuses_to_start_in_one_line(env):
@@ -224,7 +271,7 @@ def test_a_storage_that_reports_an_object_it_does_not_hold_fails(env):
     try:
         env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
         env.setenv("VIDANIM_SUPABASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
-        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", "any-key")
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", "sb_secret_any")
         code, checks = doctor()
     finally:
         server.shutdown()

@@ -18,6 +18,7 @@ from typing import Any, LiteralString
 
 import httpx
 import psycopg
+from psycopg.rows import tuple_row
 
 from vidanim.db import checklist
 from vidanim.db.migrate import status as migration_status
@@ -27,6 +28,10 @@ from vidanim.storage.base import StorageError
 from vidanim.webhooks.fal import JwksKeys
 
 BUCKETS: LiteralString = "select id, public from storage.buckets where id in ('video-inputs', 'video-outputs')"
+# One object the database holds, for Storage to find with the worker's key.
+ANY_OBJECT: LiteralString = (
+    "select bucket_id, name from storage.objects where bucket_id in ('video-inputs', 'video-outputs') limit 1"
+)
 
 
 @dataclass(frozen=True)
@@ -95,16 +100,31 @@ def _database_checks(dsn: str) -> list[Check]:
     return checks
 
 
-async def _storage_check(settings: Settings, storage: Any) -> Check:
-    """Storage answers the worker's key: `info` of an object that does not exist must be 'missing'."""
+async def _storage_check(settings: Settings, storage: Any, pool: Any) -> Check:
+    """Storage answers the worker's key as the service role: `info` of an object that does not
+    exist must be 'missing', and of one storage.objects holds must find it (a key that may not
+    see it, such as the anon key, hears 'missing' for both)."""
     name = f"vidanim-doctor/{uuid.uuid4()}.png"
     try:
         info = await storage.info("video-inputs", name)
+        if info is not None:
+            return Check("storage reachable", False, "Storage reported an object that does not exist")
+        async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(ANY_OBJECT)
+            held = await cur.fetchone()
+        if held is not None and await storage.info(held[0], held[1]) is None:
+            return Check("storage reachable", False, hidden_message(held[0], held[1]))
     except StorageError as exc:
         return Check("storage reachable", False, f"{settings.storage_backend}: {exc} (code {exc.code})")
-    if info is not None:
-        return Check("storage reachable", False, "Storage reported an object that does not exist")
-    return Check("storage reachable", True, f"{settings.storage_backend} storage answers with the worker's key")
+    seen = f", and sees {held[0]}/{held[1]}" if held is not None else ""
+    return Check("storage reachable", True, f"{settings.storage_backend} storage answers with the worker's key{seen}")
+
+
+def hidden_message(bucket: str, name: str) -> str:
+    return (
+        f"Storage's key cannot see {bucket}/{name}, which storage.objects holds: "
+        "VIDANIM_SUPABASE_SERVICE_ROLE_KEY is not the service role's key"
+    )
 
 
 async def webhook_check(settings: Settings) -> Check:
@@ -142,7 +162,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         try:
             storage = build_storage(settings, pool)
             try:
-                checks.append(await _storage_check(settings, storage))
+                checks.append(await _storage_check(settings, storage, pool))
             finally:
                 await storage.aclose()
         except Exception as exc:  # a configuration error names itself

@@ -292,3 +292,72 @@ async def test_a_missing_bucket_is_an_error_not_a_missing_object(storage, fake):
     with pytest.raises(StorageError) as info:
         await storage.info("no-such-bucket", "u/none.mp4")
     assert (info.value.status, info.value.code) == (404, "NoSuchBucket")
+
+
+def _put_image(fake, path) -> None:
+    stored = _raw(fake, "POST", path, key=fake.service_key, content=b"\x89PNG", headers={"Content-Type": "image/png"})
+    assert stored.status_code == 200, stored.text
+
+
+# What the real server (supabase/storage v1.11.2) answered a valid anon key for an object
+# that exists in a private bucket (docs/storage.md, "A key that cannot see"): RLS hides it.
+HIDDEN = {"statusCode": "404", "error": "not_found", "message": "Object not found", "code": "NoSuchKey"}
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "body"),
+    [
+        ("POST", "sign/video-inputs/{name}", {"expiresIn": 60}),
+        ("GET", "info/authenticated/video-inputs/{name}", None),
+        ("GET", "info/video-inputs/{name}", None),
+    ],
+)
+def test_the_stand_in_answers_an_anon_key_for_a_hidden_object_as_the_real_server_does(fake, db, method, route, body):
+    name = "00000000-0000-0000-0000-000000000001/probe.png"
+    _put_image(fake, f"video-inputs/{name}")
+    kwargs = {"json": body} if body is not None else {}
+    answer = _raw(fake, method, route.format(name=name), key=fake.anon_key, **kwargs)
+    assert (answer.status_code, answer.json()) == (400, HIDDEN)
+    missing = _raw(fake, method, route.format(name="nobody/none.png"), key=fake.anon_key, **kwargs)
+    assert (missing.status_code, missing.json()) == (400, HIDDEN), "the same answer as for a missing object"
+
+
+def test_the_stand_in_answers_an_anon_keys_delete_of_hidden_objects_200_and_an_empty_list(fake, db):
+    _put(fake, "video-outputs/u/j.mp4", b"\0" * 10)
+    answer = _raw(fake, "DELETE", "video-outputs", key=fake.anon_key, json={"prefixes": ["u/j.mp4"]})
+    assert (answer.status_code, answer.json()) == (200, [])
+    assert ("video-outputs", "u/j.mp4") in fake.objects
+
+
+@pytest.fixture
+async def anon_with_catalog(fake, db):
+    from vidanim.storage.catalog import ObjectCatalog
+    from vidanim.worker.db import open_pool
+
+    pool = open_pool(db.dsn, size=1)
+    await pool.open()
+    s = SupabaseStorage(supabase_url=fake.url, service_role_key=fake.anon_key, catalog=ObjectCatalog(pool))
+    yield s
+    await s.aclose()
+    await pool.close()
+
+
+async def test_an_object_the_database_holds_but_the_key_cannot_see_is_a_key_fault_not_a_missing_object(
+    anon_with_catalog, fake
+):
+    from vidanim.storage.supabase import HiddenObject
+
+    _put_image(fake, "video-inputs/u/cat.png")
+    with pytest.raises(HiddenObject) as signing:
+        await anon_with_catalog.sign("video-inputs", "u/cat.png", 60)
+    assert (signing.value.status, signing.value.code) == (403, "HiddenByKey")
+    assert "is not the service role's" in str(signing.value)
+    with pytest.raises(HiddenObject):
+        await anon_with_catalog.info("video-inputs", "u/cat.png")
+
+
+async def test_an_object_neither_storage_nor_the_database_holds_is_missing_with_a_catalog(anon_with_catalog):
+    assert await anon_with_catalog.info("video-inputs", "u/none.png") is None
+    with pytest.raises(StorageError) as signing:
+        await anon_with_catalog.sign("video-inputs", "u/none.png", 60)
+    assert signing.value.status == 404

@@ -20,6 +20,9 @@ against vidanim's migrations; docs/storage.md lists each fact. In short:
 - `GET /object/info/{bucket}/{name}` accepts a missing or invalid JWT and runs as
   anon: a private bucket's object then reads as "Bucket not found" (404).
   `/object/info/authenticated/...` requires a valid JWT.
+- A valid key that may not see an object (the anon key: RLS hides it) hears what a
+  missing object gets, from `info` (either route) and `sign` alike: HTTP 400
+  `{"statusCode": "404", "error": "not_found", "code": "NoSuchKey"}`.
 - `DELETE /object/{bucket}` answers 200 with the objects it deleted: `[]` when RLS
   hides them from the caller.
 - The `apikey` header is ignored (Supabase's gateway checks it, not this server).
@@ -185,6 +188,9 @@ class FakeSupabaseStorage:
                 return {"role": "anon"}
             raise Refused("403", "AccessDenied", "Unauthorized", "invalid signature") from None
         return claims
+
+
+BUCKET_AS_CALLER = "select 1 from storage.buckets where id = %s"
 
 
 def _body_pieces(handler: BaseHTTPRequestHandler) -> Iterator[bytes]:
@@ -376,11 +382,20 @@ class StorageRoutes(BaseHTTPRequestHandler):
                 raise Refused("403", "AccessDenied", "Unauthorized", message) from None
 
     def _info(self, bucket_id: str, name: str, *, anon_fallback: bool) -> None:
-        claims = self.storage.claims(self.headers.get("Authorization"), anon_fallback=anon_fallback)
+        try:
+            claims, verified = self.storage.claims(self.headers.get("Authorization")), True
+        except Refused:
+            if not anon_fallback:
+                raise
+            claims, verified = {"role": "anon"}, False
+        if self.storage.bucket(bucket_id) is None:
+            raise no_such_bucket()
         with self.storage.connect() as conn, conn.transaction():
             self.storage.act_as(conn, claims)
-            # The bucket is looked up as the caller: RLS hides a private bucket from anon.
-            if conn.execute("select 1 from storage.buckets where id = %s", (bucket_id,)).fetchone() is None:
+            # With a valid token the bucket is found whoever asks, and RLS then hides the
+            # object: a key that may not see it hears NoSuchKey, as for a missing object.
+            # Without one (the plain route's anon fallback), RLS hides a private bucket.
+            if not verified and conn.execute(BUCKET_AS_CALLER, (bucket_id,)).fetchone() is None:
                 raise no_such_bucket()
             row = conn.execute(SELECT_OBJECT, (bucket_id, name)).fetchone()
         if row is None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import jwt
 import pytest
 
 from tests.support.fake_supabase_storage import FakeSupabaseStorage
 from tests.worker.conftest import running
 from vidanim.storage.base import StorageError
+from vidanim.storage.catalog import ObjectCatalog
 from vidanim.storage.supabase import SupabaseStorage
 from vidanim.worker.pipeline import DELIVERY_ATTEMPTS
 from vidanim.worker.transfer import human_size
@@ -57,7 +59,9 @@ async def test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each
 ):
     user, path = users.user_with_image()
     queued = users.request(user, path)
-    wrong = on_supabase(settings_for, supabase, "not-the-service-key", storage_wait_seconds=30)
+    # a service_role key of another project (or a rotated secret): well formed, refused by Storage
+    other = jwt.encode({"role": "service_role"}, "another-projects-jwt-secret-32-chars!", algorithm="HS256")
+    wrong = on_supabase(settings_for, supabase, other, storage_wait_seconds=30)
     async with running(wrong) as app:
         await app.worker.run(until_idle=True, install_signals=False)
     row = users.job(queued["id"])
@@ -98,6 +102,25 @@ async def test_a_wrong_key_at_delivery_keeps_the_made_video_waiting_past_the_dea
     row = users.job(job["id"])
     assert (row["status"], row["waiting_reason"]) == ("completed", None)
     assert len(sim.submissions) == 1, "resumed the made video: nothing paid twice"
+
+
+async def test_a_key_that_cannot_see_the_input_storage_objects_holds_makes_the_job_wait_never_fail(
+    users, settings_for, sim, supabase, events
+):
+    user, path = users.user_with_image()
+    queued = users.request(user, path)
+    async with running(on_supabase(settings_for, supabase, supabase.service_key, storage_wait_seconds=30)) as app:
+        # the anon key, as if configured as the service key: Storage hides the input (NoSuchKey)
+        hidden = SupabaseStorage(
+            supabase_url=supabase.url, service_role_key=supabase.anon_key, catalog=ObjectCatalog(app.pool)
+        )
+        app.worker.pipeline.storage = hidden
+        await app.worker.run(until_idle=True, install_signals=False)
+        await hidden.aclose()
+    row = users.job(queued["id"])
+    assert (row["status"], row["waiting_reason"], row["error_code"]) == ("queued", "storage_unavailable", None)
+    assert sim.submissions == [], "no provider is paid while the input cannot be signed"
+    assert [(e["status"], e["code"]) for e in events("storage.refused")] == [(403, "HiddenByKey")]
 
 
 class RevokedAfterSigning:

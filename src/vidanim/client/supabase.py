@@ -18,6 +18,7 @@ import jwt
 
 from vidanim.errors import InvalidInput, NotSignedIn, Unavailable, VidanimError, from_sqlstate
 from vidanim.storage.base import SignedUrl, StorageError, check_object_name
+from vidanim.supabase_keys import require_client_key
 
 FUNCTIONS = ("request_video_animation", "cancel_video_job", "get_video_quota", "get_video_input_limits")
 
@@ -71,6 +72,8 @@ class SupabaseTransport:
     def __init__(self, supabase_url: str, anon_key: str, access_token: str):
         from supabase import ClientOptions, create_client
 
+        # A secret key would act as the service role for whoever holds this client.
+        require_client_key(anon_key, "the client's key (VIDANIM_SUPABASE_ANON_KEY)")
         # Who the user is, for object names; Supabase itself verifies the token.
         claims = jwt.decode(access_token, options={"verify_signature": False})
         if "sub" not in claims:

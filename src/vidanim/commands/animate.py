@@ -18,6 +18,7 @@ from vidanim.commands.common import DatabaseUrl, JsonOut, emit_json, fail, handl
 from vidanim.images import rules_for
 from vidanim.settings import Settings
 from vidanim.storage.local import LocalSigner
+from vidanim.supabase_keys import WrongKey
 
 
 def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimClient:
@@ -28,10 +29,11 @@ def _client(s: Settings, user: uuid.UUID | None, token: str | None) -> VidanimCl
     if token is None:
         raise typer.BadParameter("say who asks: --access-token TOKEN (a user's), or --user UUID (operators)")
     if s.storage_backend == "supabase" and s.supabase_url and s.supabase_anon_key is not None:
-        return VidanimClient(
-            SupabaseTransport(s.supabase_url, s.supabase_anon_key.get_secret_value(), token),
-            image_rules=rules_for(s.provider_order()),
-        )
+        try:
+            transport = SupabaseTransport(s.supabase_url, s.supabase_anon_key.get_secret_value(), token)
+        except WrongKey as exc:
+            raise fail(str(exc), 2) from None
+        return VidanimClient(transport, image_rules=rules_for(s.provider_order()))
     signer = LocalSigner(
         s.local_storage_secret.get_secret_value() if s.local_storage_secret else None, s.local_storage_url
     )

@@ -13,15 +13,15 @@ from vidanim.commands.common import (
     JsonOut,
     as_service,
     emit_json,
+    fail,
     handled,
     parse_duration,
     settings,
     table,
 )
 from vidanim.settings import Settings
-from vidanim.storage.base import Storage, StorageError
-from vidanim.storage.local import LocalStorage
-from vidanim.storage.supabase import SupabaseStorage
+from vidanim.storage.base import StorageError
+from vidanim.worker.assemble import ConfigurationError, build_storage, check_storage_settings
 from vidanim.worker.db import ServiceDatabase, open_pool
 
 app = typer.Typer(help="Manage stored videos.", no_args_is_help=True)
@@ -54,16 +54,13 @@ async def _delete(s: Settings, bucket: str, names: list[str]) -> list[str]:
     """
     pool = open_pool(s.require_database_url(), size=2)
     await pool.open()
-    storage: Storage
-    if s.storage_backend == "supabase":
-        if not s.supabase_url or s.supabase_service_role_key is None:
-            raise StorageError("storage_backend=supabase needs VIDANIM_SUPABASE_URL and the service role key")
-        storage = SupabaseStorage(
-            supabase_url=s.supabase_url, service_role_key=s.supabase_service_role_key.get_secret_value()
-        )
-    else:
-        storage = LocalStorage(root=s.local_storage_dir, pool=pool)
     kept: list[str] = []
+    try:
+        # any key: what Storage does not delete is found in storage.objects and named
+        storage = build_storage(s, pool, serve=False, service_key=False)
+    except ConfigurationError as exc:
+        await pool.close()
+        raise StorageError(str(exc)) from None
     try:
         for start in range(0, len(names), DELETE_BATCH):
             batch = names[start : start + DELETE_BATCH]
@@ -80,6 +77,14 @@ async def _delete(s: Settings, bucket: str, names: list[str]) -> list[str]:
         await storage.aclose()
         await pool.close()
     return kept
+
+
+def _key_hint(s: Settings) -> str:
+    try:
+        check_storage_settings(s)
+    except ConfigurationError as exc:
+        return str(exc)
+    return "is VIDANIM_SUPABASE_SERVICE_ROLE_KEY this project's service role key? `vidanim doctor` checks it"
 
 
 @app.command("cleanup")
@@ -100,6 +105,10 @@ def cleanup(
     """
     age: timedelta = parse_duration(older_than)
     s = settings(database_url)
+    try:  # before any job is marked expired: a Storage that cannot be built deletes nothing
+        check_storage_settings(s, service_key=False)
+    except ConfigurationError as exc:
+        raise fail(str(exc), 2) from None
     with handled():
         with as_service(s) as cur:
             cur.execute(CANDIDATES if dry_run else EXPIRE, (age, limit))
@@ -136,10 +145,6 @@ def cleanup(
     if inputs_kept:
         typer.echo(f"could not delete {len(inputs_kept)} input image(s): " + ", ".join(inputs_kept), err=True)
     if failed or inputs_kept:
-        typer.echo(
-            "Storage's key cannot delete what storage.objects holds: is VIDANIM_SUPABASE_SERVICE_ROLE_KEY "
-            "the service role's key (or an sb_secret_ key)? `vidanim doctor` checks it",
-            err=True,
-        )
+        typer.echo(f"Storage's key did not delete what storage.objects holds: {_key_hint(s)}", err=True)
         raise typer.Exit(1)
     return None

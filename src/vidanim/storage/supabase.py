@@ -17,6 +17,12 @@ it does, is in docs/storage.md:
   (`Connection: close`): a refusal never poisons the next request.
 - Signed URLs come back relative and not percent-encoded: the name is encoded here.
 - DELETE answers the objects it deleted; anything else was not deleted.
+- A key that may not see an object (the anon key, RLS) hears `NoSuchKey` from `info` and
+  `sign`, as for a missing object. With a catalog (`storage.objects` through the service
+  role's database connection), an object the database holds that Storage calls missing
+  raises `HiddenObject` (status 403): the key is at fault, not the object.
+- Keys of both generations (vidanim/supabase_keys.py): a secret key (`sb_secret_…`) is
+  sent in `apikey` only, a legacy JWT in `apikey` and as the bearer token.
 """
 
 from __future__ import annotations
@@ -29,6 +35,20 @@ from urllib.parse import quote
 import httpx
 
 from vidanim.storage.base import ObjectExists, ObjectInfo, SignedUrl, StorageError, check_object_name
+from vidanim.storage.catalog import ObjectCatalog
+from vidanim.supabase_keys import request_headers
+
+
+class HiddenObject(StorageError):
+    """Storage calls an object missing that storage.objects holds: its key cannot see it."""
+
+    def __init__(self, bucket: str, path: str):
+        super().__init__(
+            f"Storage's key cannot see {bucket}/{path}, which storage.objects holds: the configured key "
+            "is not the service role's (VIDANIM_SUPABASE_SERVICE_ROLE_KEY)",
+            status=403,
+            code="HiddenByKey",
+        )
 
 
 def _status(response: httpx.Response) -> int:
@@ -79,11 +99,13 @@ class SupabaseStorage:
         service_role_key: str,
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        catalog: ObjectCatalog | None = None,
     ):
         self.base_url = supabase_url.rstrip("/") + "/storage/v1"
+        self.catalog = catalog
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {service_role_key}", "apikey": service_role_key},
+            headers=request_headers(service_role_key),
             timeout=timeout or httpx.Timeout(60.0, connect=10.0, write=300.0),
             transport=transport,
         )
@@ -91,6 +113,11 @@ class SupabaseStorage:
     @staticmethod
     def _key(bucket: str, path: str) -> str:
         return f"{quote(bucket, safe='')}/{quote(check_object_name(path), safe='/')}"
+
+    async def _missing_or_hidden(self, bucket: str, path: str) -> None:
+        """Storage said NoSuchKey: HiddenObject if the database holds the object after all."""
+        if self.catalog is not None and await self.catalog.holds(bucket, path):
+            raise HiddenObject(bucket, path)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -102,6 +129,7 @@ class SupabaseStorage:
         response = await self._send("GET", f"/object/info/authenticated/{self._key(bucket, path)}")
         status = _status(response)
         if status == 404 and _code(response) in (None, "NoSuchKey", "not_found"):
+            await self._missing_or_hidden(bucket, path)
             return None
         if not response.is_success or status >= 400:
             raise _failed(response, "info")
@@ -149,6 +177,8 @@ class SupabaseStorage:
     async def sign(self, bucket: str, path: str, expires_in: int) -> SignedUrl:
         response = await self._send("POST", f"/object/sign/{self._key(bucket, path)}", json={"expiresIn": expires_in})
         status = _status(response)
+        if status == 404 and _code(response) in (None, "NoSuchKey", "not_found"):
+            await self._missing_or_hidden(bucket, path)
         if not response.is_success or status >= 400:
             raise _failed(response, f"signing of {bucket}/{path}")
         signed = response.json().get("signedURL") or response.json().get("signedUrl")

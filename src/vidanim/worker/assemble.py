@@ -18,8 +18,10 @@ from vidanim.providers.fal import FalProvider
 from vidanim.providers.runway import RunwayProvider
 from vidanim.settings import Settings
 from vidanim.storage.base import Storage
+from vidanim.storage.catalog import ObjectCatalog
 from vidanim.storage.local import LocalStorage
 from vidanim.storage.supabase import SupabaseStorage
+from vidanim.supabase_keys import WrongKey, require_service_key
 from vidanim.webhooks.fal import FalWebhookVerifier, JwksKeys
 from vidanim.worker.db import ServiceDatabase, open_pool
 from vidanim.worker.http import FalWebhooks, HttpServer, ListenerLimits, build_operator_app, build_public_app
@@ -84,20 +86,42 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     return providers
 
 
-def build_storage(settings: Settings, pool: AsyncConnectionPool[Any]) -> Storage:
-    if settings.storage_backend == "supabase":
-        if not settings.supabase_url or settings.supabase_service_role_key is None:
-            raise ConfigurationError(
-                "storage_backend=supabase needs VIDANIM_SUPABASE_URL and VIDANIM_SUPABASE_SERVICE_ROLE_KEY"
-            )
-        return SupabaseStorage(
-            supabase_url=settings.supabase_url, service_role_key=settings.supabase_service_role_key.get_secret_value()
+def check_storage_settings(settings: Settings, *, service_key: bool = True) -> None:
+    """Supabase Storage needs its URL and a key, one that acts as the service role unless
+    `service_key=False` (ConfigurationError)."""
+    if settings.storage_backend != "supabase":
+        return
+    if not settings.supabase_url or settings.supabase_service_role_key is None:
+        raise ConfigurationError(
+            "storage_backend=supabase needs VIDANIM_SUPABASE_URL and VIDANIM_SUPABASE_SERVICE_ROLE_KEY"
         )
+    if not service_key:
+        return
+    try:
+        require_service_key(settings.supabase_service_role_key.get_secret_value(), "VIDANIM_SUPABASE_SERVICE_ROLE_KEY")
+    except WrongKey as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def build_storage(
+    settings: Settings, pool: AsyncConnectionPool[Any], *, serve: bool = True, service_key: bool = True
+) -> Storage:
+    """The configured Storage; `serve=False` for a command that signs no URL (local storage then
+    starts no server); `service_key=False` takes a key of any kind (cleanup then reports what
+    Storage did not delete)."""
+    check_storage_settings(settings, service_key=service_key)
+    if settings.storage_backend == "supabase":
+        assert settings.supabase_url
+        assert settings.supabase_service_role_key
+        key = settings.supabase_service_role_key.get_secret_value()
+        return SupabaseStorage(supabase_url=settings.supabase_url, service_role_key=key, catalog=ObjectCatalog(pool))
     local = LocalStorage(
         root=settings.local_storage_dir,
         pool=pool,
         signing_secret=settings.local_storage_secret.get_secret_value() if settings.local_storage_secret else None,
     )
+    if not serve:
+        return local
     if settings.local_storage_url:
         # Serve where clients expect signed URLs to point.
         parts = urlsplit(settings.local_storage_url)

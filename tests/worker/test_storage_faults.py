@@ -16,7 +16,7 @@ from tests.support.fake_supabase_storage import FakeSupabaseStorage
 from tests.worker.conftest import running
 from vidanim.storage.base import StorageError
 from vidanim.storage.supabase import SupabaseStorage
-from vidanim.worker.pipeline import DELIVERY_ATTEMPTS
+from vidanim.worker.deliver import DELIVERY_ATTEMPTS
 from vidanim.worker.transfer import human_size
 
 

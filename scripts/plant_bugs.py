@@ -100,7 +100,7 @@ PLANTS = [
     ),
     Plant(
         "an image a provider refused is sent to the next provider whatever its limits",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/submit.py",
         "                    skip.update(set(later) - set(accepting))\n",
         "",
         "tests/worker/test_flows.py::test_an_image_refused_by_fal_that_runway_would_not_take_fails_once_and_refunds",
@@ -129,15 +129,15 @@ PLANTS = [
     ),
     Plant(
         "a Storage refusal of the worker's key fails the user's job",
-        "src/vidanim/worker/pipeline.py",
-        '            await self.db.defer(job.id, self.worker_id, delay, "storage_unavailable")',
-        '            await self._fail(job, "storage_unavailable", reason)',
+        "src/vidanim/worker/control.py",
+        '        await self._defer(job, "storage_unavailable", delay)',
+        '        await self._fail(job, "storage_unavailable", reason)',
         "tests/worker/test_storage_faults.py::"
         "test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each_with_one_payment",
     ),
     Plant(
         "the output bucket's size limit is not checked before streaming",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/deliver.py",
         "max_bytes = min(self.settings.output_max_bytes, limit) if limit else self.settings.output_max_bytes",
         "max_bytes = self.settings.output_max_bytes",
         "tests/worker/test_storage_faults.py::test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds",
@@ -151,7 +151,7 @@ PLANTS = [
     ),
     Plant(
         "an operator's fault at every provider fails or retries the job instead of making it wait",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         "        if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):",
         "        if False:",
         "tests/worker/test_operator_faults.py::"
@@ -159,7 +159,7 @@ PLANTS = [
     ),
     Plant(
         "the operator is alerted once per job instead of once per breaker state change",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         '        if previous == "closed":',
         "        if True:",
         "tests/worker/test_operator_faults.py::"
@@ -189,7 +189,7 @@ PLANTS = [
     ),
     Plant(
         "progress is written on every poll, not at most once a second",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/follow.py",
         "        if value == state.written or now - state.at < PROGRESS_INTERVAL_SECONDS:",
         "        if value == state.written:",
         "tests/worker/test_progress.py::"
@@ -255,7 +255,7 @@ PLANTS = [
     ),
     Plant(
         "a job may submit a third time after two lost answers",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         "MAX_UNCERTAIN_SUBMISSIONS = 2",
         "MAX_UNCERTAIN_SUBMISSIONS = 3",
         "tests/worker/test_webhooks.py::"
@@ -278,9 +278,9 @@ PLANTS = [
     ),
     Plant(
         "a submission whose answer was lost gives its budget reservation back",
-        "src/vidanim/worker/pipeline.py",
-        "            if not isinstance(exc, SubmissionUncertain):",
-        "            if True:",
+        "src/vidanim/worker/gate.py",
+        "        if not isinstance(exc, SubmissionUncertain):",
+        "        if True:",
         "tests/worker/test_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
     ),
     Plant(
@@ -336,7 +336,7 @@ PLANTS = [
     ),
     Plant(
         "the worker never reads a recorded delivery (it waits for the fallback poll)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/follow.py",
         "        delivery = await self.db.delivery(job.id)",
         "        delivery = None",
         "tests/worker/test_webhooks.py::test_a_fal_job_completes_through_its_webhook_without_a_single_poll",
@@ -394,7 +394,7 @@ PLANTS = [
     ),
     Plant(
         "a worker whose job moved on while it submitted leaves the new task running (and paid)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/submit.py",
         '**self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),\n'
         "            )\n            await self._cancel_task(job, provider, submission.task_id)",
         '**self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),\n'
@@ -403,7 +403,7 @@ PLANTS = [
     ),
     Plant(
         "a partly stored video after an upload error is taken for the finished one (any size accepted)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/deliver.py",
         "        if expected_size is None or info.size == expected_size:",
         "        if True:",
         "tests/worker/test_storage_faults.py::"
@@ -411,7 +411,7 @@ PLANTS = [
     ),
     Plant(
         "one delivery attempt more than DELIVERY_ATTEMPTS",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/deliver.py",
         "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt >= DELIVERY_ATTEMPTS:",
         "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt > DELIVERY_ATTEMPTS:",
         "tests/worker/test_storage_faults.py::"
@@ -465,7 +465,7 @@ PLANTS = [
     ),
     Plant(
         "a job bound for a healthy provider takes another provider's only probe",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         "            elif not plan and await self.db.begin_probe(name, job.id, self._probe_seconds()):",
         "            elif await self.db.begin_probe(name, job.id, self._probe_seconds()):",
         "tests/worker/test_operator_faults.py::"
@@ -516,7 +516,7 @@ PLANTS = [
     ),
     Plant(
         "the attempt bound is off by one (a job is tried job_max_attempts + 1 times)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/control.py",
         "        if transient and job.attempts < self.settings.job_max_attempts:",
         "        if transient and job.attempts <= self.settings.job_max_attempts:",
         "tests/worker/test_flows.py::test_a_job_whose_task_keeps_vanishing_is_submitted_exactly_job_max_attempts_times",
@@ -629,7 +629,7 @@ PLANTS = [
     ),
     Plant(
         "a worker out of descriptors (or its DNS) opens the breaker every worker shares",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/submit.py",
         "                    elif isinstance(exc, LocalFault):",
         "                    elif False:",
         "tests/worker/test_local_faults.py",

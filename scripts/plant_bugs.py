@@ -132,7 +132,7 @@ PLANTS = [
         "src/vidanim/worker/control.py",
         '        await self._defer(job, "storage_unavailable", delay)',
         '        await self._fail(job, "storage_unavailable", reason)',
-        "tests/worker/test_storage_faults.py::"
+        "tests/worker/test_deliver_storage_faults.py::"
         "test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each_with_one_payment",
     ),
     Plant(
@@ -140,7 +140,7 @@ PLANTS = [
         "src/vidanim/worker/deliver.py",
         "max_bytes = min(self.settings.output_max_bytes, limit) if limit else self.settings.output_max_bytes",
         "max_bytes = self.settings.output_max_bytes",
-        "tests/worker/test_storage_faults.py::test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds",
+        "tests/worker/test_deliver_storage_faults.py::test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds",
     ),
     Plant(
         "storage cleanup trusts a DELETE's 200 and ignores the list of what it deleted",
@@ -154,7 +154,7 @@ PLANTS = [
         "src/vidanim/worker/gate.py",
         "        if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):",
         "        if False:",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
     ),
     Plant(
@@ -162,7 +162,7 @@ PLANTS = [
         "src/vidanim/worker/gate.py",
         '        if previous == "closed":',
         "        if True:",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
     ),
     Plant(
@@ -170,14 +170,14 @@ PLANTS = [
         "supabase/migrations/0036_job_internals_private.sql",
         "  if v_cap is not null and v_committed + p_cost_usd > v_cap then",
         "  if v_cap is not null and v_committed > v_cap then",
-        "tests/worker/test_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
+        "tests/worker/test_gate_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
     ),
     Plant(
         "a provider's concurrency cap is not enforced",
         "supabase/migrations/0051_submission_pauses.sql",
         "    if v_in_flight >= v_max then",
         "    if v_in_flight > v_max + 100 then",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_a_provider_cap_holds_across_every_worker_and_every_job_still_completes",
     ),
     Plant(
@@ -192,7 +192,7 @@ PLANTS = [
         "src/vidanim/worker/follow.py",
         "        if value == state.written or now - state.at < PROGRESS_INTERVAL_SECONDS:",
         "        if value == state.written:",
-        "tests/worker/test_progress.py::"
+        "tests/worker/test_follow_progress.py::"
         "test_the_providers_progress_reaches_the_job_as_it_moves_and_no_faster_than_once_a_second",
     ),
     Plant(
@@ -281,7 +281,7 @@ PLANTS = [
         "src/vidanim/worker/gate.py",
         "        if not isinstance(exc, SubmissionUncertain):",
         "        if True:",
-        "tests/worker/test_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
+        "tests/worker/test_gate_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
     ),
     Plant(
         "a finished video for a queued job without a task is not adopted (a second task is paid)",
@@ -311,7 +311,7 @@ PLANTS = [
         "supabase/migrations/0032_progress_follows_status.sql",
         "    new.progress := null;\n    new.queue_position := null;",
         "    null;",
-        "tests/worker/test_progress.py::test_a_new_provider_status_clears_the_progress_read_with_the_old_one",
+        "tests/worker/test_follow_progress.py::test_a_new_provider_status_clears_the_progress_read_with_the_old_one",
     ),
     Plant(
         "an orphan delivery's request is left running at fal",
@@ -406,7 +406,7 @@ PLANTS = [
         "src/vidanim/worker/deliver.py",
         "        if expected_size is None or info.size == expected_size:",
         "        if True:",
-        "tests/worker/test_storage_faults.py::"
+        "tests/worker/test_deliver_storage_faults.py::"
         "test_a_partly_stored_video_after_an_upload_error_is_removed_and_uploaded_again_whole",
     ),
     Plant(
@@ -414,7 +414,7 @@ PLANTS = [
         "src/vidanim/worker/deliver.py",
         "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt >= DELIVERY_ATTEMPTS:",
         "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt > DELIVERY_ATTEMPTS:",
-        "tests/worker/test_storage_faults.py::"
+        "tests/worker/test_deliver_storage_faults.py::"
         "test_an_upload_that_keeps_failing_is_tried_exactly_delivery_attempts_times_then_waits",
     ),
     Plant(
@@ -454,21 +454,21 @@ PLANTS = [
         "supabase/migrations/0029_job_progress.sql",
         "   where j.id = p_job_id and j.locked_by = p_worker_id and j.locked_until > now()\n     and j.status",
         "   where j.id = p_job_id and j.locked_by = p_worker_id\n     and j.status",
-        "tests/worker/test_progress.py::test_progress_from_a_worker_whose_lease_expired_is_not_written",
+        "tests/worker/test_follow_progress.py::test_progress_from_a_worker_whose_lease_expired_is_not_written",
     ),
     Plant(
         "progress lands on a queued job",
         "supabase/migrations/0029_job_progress.sql",
         "     and j.status = 'processing'\n",
         "",
-        "tests/worker/test_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
+        "tests/worker/test_follow_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
     ),
     Plant(
         "a job bound for a healthy provider takes another provider's only probe",
         "src/vidanim/worker/gate.py",
         "            elif not plan and await self.db.begin_probe(name, job.id, self._probe_seconds()):",
         "            elif await self.db.begin_probe(name, job.id, self._probe_seconds()):",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe_alone",
     ),
     Plant(
@@ -632,7 +632,7 @@ PLANTS = [
         "src/vidanim/worker/submit.py",
         "                    elif isinstance(exc, LocalFault):",
         "                    elif False:",
-        "tests/worker/test_local_faults.py",
+        "tests/worker/test_submit_local_faults.py",
     ),
 ]
 

@@ -100,7 +100,7 @@ PLANTS = [
     ),
     Plant(
         "an image a provider refused is sent to the next provider whatever its limits",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/submit.py",
         "                    skip.update(set(later) - set(accepting))\n",
         "",
         "tests/worker/test_flows.py::test_an_image_refused_by_fal_that_runway_would_not_take_fails_once_and_refunds",
@@ -129,18 +129,18 @@ PLANTS = [
     ),
     Plant(
         "a Storage refusal of the worker's key fails the user's job",
-        "src/vidanim/worker/pipeline.py",
-        '            await self.db.defer(job.id, self.worker_id, delay, "storage_unavailable")',
-        '            await self._fail(job, "storage_unavailable", reason)',
-        "tests/worker/test_storage_faults.py::"
+        "src/vidanim/worker/control.py",
+        '        await self._defer(job, "storage_unavailable", delay)',
+        '        await self._fail(job, "storage_unavailable", reason)',
+        "tests/worker/test_deliver_storage_faults.py::"
         "test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each_with_one_payment",
     ),
     Plant(
         "the output bucket's size limit is not checked before streaming",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/deliver.py",
         "max_bytes = min(self.settings.output_max_bytes, limit) if limit else self.settings.output_max_bytes",
         "max_bytes = self.settings.output_max_bytes",
-        "tests/worker/test_storage_faults.py::test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds",
+        "tests/worker/test_deliver_storage_faults.py::test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_seconds",
     ),
     Plant(
         "storage cleanup trusts a DELETE's 200 and ignores the list of what it deleted",
@@ -151,18 +151,18 @@ PLANTS = [
     ),
     Plant(
         "an operator's fault at every provider fails or retries the job instead of making it wait",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         "        if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):",
         "        if False:",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
     ),
     Plant(
         "the operator is alerted once per job instead of once per breaker state change",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         '        if previous == "closed":',
         "        if True:",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once",
     ),
     Plant(
@@ -170,14 +170,14 @@ PLANTS = [
         "supabase/migrations/0036_job_internals_private.sql",
         "  if v_cap is not null and v_committed + p_cost_usd > v_cap then",
         "  if v_cap is not null and v_committed > v_cap then",
-        "tests/worker/test_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
+        "tests/worker/test_gate_budget.py::test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap",
     ),
     Plant(
         "a provider's concurrency cap is not enforced",
         "supabase/migrations/0051_submission_pauses.sql",
         "    if v_in_flight >= v_max then",
         "    if v_in_flight > v_max + 100 then",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_a_provider_cap_holds_across_every_worker_and_every_job_still_completes",
     ),
     Plant(
@@ -189,10 +189,10 @@ PLANTS = [
     ),
     Plant(
         "progress is written on every poll, not at most once a second",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/follow.py",
         "        if value == state.written or now - state.at < PROGRESS_INTERVAL_SECONDS:",
         "        if value == state.written:",
-        "tests/worker/test_progress.py::"
+        "tests/worker/test_follow_progress.py::"
         "test_the_providers_progress_reaches_the_job_as_it_moves_and_no_faster_than_once_a_second",
     ),
     Plant(
@@ -255,7 +255,7 @@ PLANTS = [
     ),
     Plant(
         "a job may submit a third time after two lost answers",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         "MAX_UNCERTAIN_SUBMISSIONS = 2",
         "MAX_UNCERTAIN_SUBMISSIONS = 3",
         "tests/worker/test_webhooks.py::"
@@ -278,10 +278,10 @@ PLANTS = [
     ),
     Plant(
         "a submission whose answer was lost gives its budget reservation back",
-        "src/vidanim/worker/pipeline.py",
-        "            if not isinstance(exc, SubmissionUncertain):",
-        "            if True:",
-        "tests/worker/test_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
+        "src/vidanim/worker/gate.py",
+        "        if not isinstance(exc, SubmissionUncertain):",
+        "        if True:",
+        "tests/worker/test_gate_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
     ),
     Plant(
         "a finished video for a queued job without a task is not adopted (a second task is paid)",
@@ -311,7 +311,7 @@ PLANTS = [
         "supabase/migrations/0032_progress_follows_status.sql",
         "    new.progress := null;\n    new.queue_position := null;",
         "    null;",
-        "tests/worker/test_progress.py::test_a_new_provider_status_clears_the_progress_read_with_the_old_one",
+        "tests/worker/test_follow_progress.py::test_a_new_provider_status_clears_the_progress_read_with_the_old_one",
     ),
     Plant(
         "an orphan delivery's request is left running at fal",
@@ -336,7 +336,7 @@ PLANTS = [
     ),
     Plant(
         "the worker never reads a recorded delivery (it waits for the fallback poll)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/follow.py",
         "        delivery = await self.db.delivery(job.id)",
         "        delivery = None",
         "tests/worker/test_webhooks.py::test_a_fal_job_completes_through_its_webhook_without_a_single_poll",
@@ -394,7 +394,7 @@ PLANTS = [
     ),
     Plant(
         "a worker whose job moved on while it submitted leaves the new task running (and paid)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/submit.py",
         '**self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),\n'
         "            )\n            await self._cancel_task(job, provider, submission.task_id)",
         '**self._fields(job, provider=provider.name, task_id=submission.task_id, reason="the job moved on"),\n'
@@ -403,18 +403,18 @@ PLANTS = [
     ),
     Plant(
         "a partly stored video after an upload error is taken for the finished one (any size accepted)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/deliver.py",
         "        if expected_size is None or info.size == expected_size:",
         "        if True:",
-        "tests/worker/test_storage_faults.py::"
+        "tests/worker/test_deliver_storage_faults.py::"
         "test_a_partly_stored_video_after_an_upload_error_is_removed_and_uploaded_again_whole",
     ),
     Plant(
         "one delivery attempt more than DELIVERY_ATTEMPTS",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/deliver.py",
         "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt >= DELIVERY_ATTEMPTS:",
         "if refusal.status in OPERATOR_STORAGE_FAULTS or attempt > DELIVERY_ATTEMPTS:",
-        "tests/worker/test_storage_faults.py::"
+        "tests/worker/test_deliver_storage_faults.py::"
         "test_an_upload_that_keeps_failing_is_tried_exactly_delivery_attempts_times_then_waits",
     ),
     Plant(
@@ -454,21 +454,21 @@ PLANTS = [
         "supabase/migrations/0029_job_progress.sql",
         "   where j.id = p_job_id and j.locked_by = p_worker_id and j.locked_until > now()\n     and j.status",
         "   where j.id = p_job_id and j.locked_by = p_worker_id\n     and j.status",
-        "tests/worker/test_progress.py::test_progress_from_a_worker_whose_lease_expired_is_not_written",
+        "tests/worker/test_follow_progress.py::test_progress_from_a_worker_whose_lease_expired_is_not_written",
     ),
     Plant(
         "progress lands on a queued job",
         "supabase/migrations/0029_job_progress.sql",
         "     and j.status = 'processing'\n",
         "",
-        "tests/worker/test_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
+        "tests/worker/test_follow_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
     ),
     Plant(
         "a job bound for a healthy provider takes another provider's only probe",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/gate.py",
         "            elif not plan and await self.db.begin_probe(name, job.id, self._probe_seconds()):",
         "            elif await self.db.begin_probe(name, job.id, self._probe_seconds()):",
-        "tests/worker/test_operator_faults.py::"
+        "tests/worker/test_gate_breakers.py::"
         "test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe_alone",
     ),
     Plant(
@@ -516,7 +516,7 @@ PLANTS = [
     ),
     Plant(
         "the attempt bound is off by one (a job is tried job_max_attempts + 1 times)",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/control.py",
         "        if transient and job.attempts < self.settings.job_max_attempts:",
         "        if transient and job.attempts <= self.settings.job_max_attempts:",
         "tests/worker/test_flows.py::test_a_job_whose_task_keeps_vanishing_is_submitted_exactly_job_max_attempts_times",
@@ -629,10 +629,10 @@ PLANTS = [
     ),
     Plant(
         "a worker out of descriptors (or its DNS) opens the breaker every worker shares",
-        "src/vidanim/worker/pipeline.py",
+        "src/vidanim/worker/submit.py",
         "                    elif isinstance(exc, LocalFault):",
         "                    elif False:",
-        "tests/worker/test_local_faults.py",
+        "tests/worker/test_submit_local_faults.py",
     ),
 ]
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vidanim.cli import app
-from vidanim.demo import playable_seconds
+from vidanim.simulator.demo import playable_seconds
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tests.support.fake_supabase_storage import FakeSupabaseStorage, StorageRoutes
-from vidanim.simulator.http import QuietThreadingHTTPServer
+from vidanim.httpserver import QuietThreadingHTTPServer
 
 TABLES = {"video_jobs", "video_job_events"}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from vidanim.simulator.http import QuietThreadingHTTPServer
+from vidanim.httpserver import QuietThreadingHTTPServer
 
 
 class FakeSupabaseAuth:

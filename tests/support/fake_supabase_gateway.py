@@ -30,7 +30,7 @@ import httpx
 import jwt
 
 from tests.support.fake_supabase_storage import _body_pieces
-from vidanim.simulator.http import QuietThreadingHTTPServer
+from vidanim.httpserver import QuietThreadingHTTPServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
 BROWSER_AGENTS = ("Mozilla/",)

@@ -21,8 +21,3 @@ def mp4_chunks(size: int, chunk: int = CHUNK) -> Iterator[bytes]:
         n = min(remaining, chunk)
         yield block[:n]
         remaining -= n
-
-
-def looks_like_mp4(head: bytes) -> bool:
-    """An ISO base media file starts with a box whose type is `ftyp`."""
-    return len(head) >= 8 and head[4:8] == b"ftyp"

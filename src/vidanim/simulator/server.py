@@ -43,7 +43,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from vidanim.simulator.http import QuietThreadingHTTPServer
+from vidanim.httpserver import QuietThreadingHTTPServer
 from vidanim.simulator.media import mp4_chunks
 from vidanim.simulator.webhooks import USER_ID as FAL_USER_ID
 from vidanim.simulator.webhooks import WebhookDispatcher

@@ -33,7 +33,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from vidanim.simulator.http import QuietThreadingHTTPServer
+from vidanim.httpserver import QuietThreadingHTTPServer
 from vidanim.storage.base import (
     ObjectExists,
     ObjectInfo,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from vidanim.simulator.media import looks_like_mp4
+from vidanim.media import looks_like_mp4
 from vidanim.storage.base import ObjectExists, ObjectInfo, Storage, StorageError
 from vidanim.worker.output_hosts import OutputHosts, OutputLookupFailed
 from vidanim.worker.output_hosts import OutputUrlRefused as HostRefused

@@ -1,4 +1,7 @@
-"""A threaded loopback HTTP server that stays quiet when a client hangs up."""
+"""A threaded loopback HTTP server that stays quiet when a client hangs up.
+
+Local storage serves its signed URLs with it; the provider simulator and the tests' doubles too.
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from tests.worker.conftest import running
 from vidanim.storage.base import StorageError
 from vidanim.storage.catalog import ObjectCatalog
 from vidanim.storage.supabase import SupabaseStorage
-from vidanim.worker.pipeline import DELIVERY_ATTEMPTS
+from vidanim.worker.deliver import DELIVERY_ATTEMPTS
 from vidanim.worker.transfer import human_size
 
 

@@ -235,13 +235,16 @@ class HttpServer:
         self, app: Starlette, host: str, port: int, limits: ListenerLimits | None = None, *, name: str = "http"
     ):
         self.limits = limits or ListenerLimits()
+        self.name = name
         # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that say
         # TCP, and without it each answer's body waits for the client's delayed ACK (40 ms).
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         bound_host, bound_port = self.sock.getsockname()[:2]
-        self.url = f"http://{bound_host}:{bound_port}"
+        #: host:port as bound (port 0 resolved to the one the system chose)
+        self.address = f"{bound_host}:{bound_port}"
+        self.url = f"http://{self.address}"
         BoundedLogs.install()
         protocol = GuardedProtocol.bound(self.limits, name=name, url=self.url)
         config = uvicorn.Config(
@@ -267,6 +270,7 @@ class HttpServer:
             if self._task.done():
                 await self._task  # raises what stopped it
             await asyncio.sleep(0.01)
+        log_event(log, "http.listening", listener=self.name, address=self.address, url=self.url)
         return self.url
 
     async def stop(self) -> None:

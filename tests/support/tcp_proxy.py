@@ -4,6 +4,8 @@
         dsn = make_conninfo(dsn, host="127.0.0.1", port=proxy.port)
         proxy.freeze()   # a paused server, or one whose packets are dropped
         proxy.thaw()     # it answers again, every held connection intact
+        proxy.cut()      # a server gone: every connection dropped, each new one closed at once
+        proxy.restore()  # it is back
 
 While frozen, nothing is forwarded either way: the bytes wait in the kernel's
 buffers, as with a server stopped by SIGSTOP, and new connections are accepted and
@@ -28,6 +30,7 @@ class TcpProxy:
         self._thawed = threading.Event()
         self._thawed.set()
         self._closed = threading.Event()
+        self._cut = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -36,6 +39,17 @@ class TcpProxy:
 
     def thaw(self) -> None:
         self._thawed.set()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            held, self._sockets = self._sockets, []
+        for s in held:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self._cut.clear()
 
     def __enter__(self) -> TcpProxy:
         threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
@@ -65,7 +79,8 @@ class TcpProxy:
 
     def _serve(self, client: socket.socket) -> None:
         self._thawed.wait()
-        if self._closed.is_set():
+        if self._closed.is_set() or self._cut.is_set():
+            client.close()
             return
         try:
             upstream = self._track(socket.create_connection(self.target))
@@ -74,7 +89,7 @@ class TcpProxy:
             return
         peers = {client: upstream, upstream: client}
         try:
-            while not self._closed.is_set():
+            while not self._closed.is_set() and not self._cut.is_set():
                 if not self._thawed.is_set():
                     self._thawed.wait(POLL_SECONDS)
                     continue

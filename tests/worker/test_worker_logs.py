@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 
 import httpx
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.support.tcp_proxy import TcpProxy
 from tests.worker.test_startup import wait_for, worker_process
 
 __all__ = ["worker_process"]
@@ -33,6 +37,25 @@ def parse(fmt: str, text: str) -> list[dict[str, str]]:
     for fields in parsed:
         assert {"ts", "level", "event"} <= set(fields), fields
     return parsed
+
+
+@pytest.mark.parametrize("fmt", ["kv", "json"])
+def test_every_line_follows_the_chosen_format_the_pools_own_messages_included(db, worker_process, fmt):
+    target = conninfo_to_dict(db.dsn)
+    with TcpProxy(str(target["host"]), int(target["port"])) as proxy:
+        dsn = make_conninfo(db.dsn, host="127.0.0.1", port=proxy.port)
+        proc, log = worker_process(VIDANIM_DATABASE_URL=dsn, VIDANIM_LOG_FORMAT=fmt)
+        wait_for("the worker starts", lambda: "worker.started" in log.read_text(), 30, proc, log)
+        proxy.cut()  # the database goes away: the pool reconnects, fails, and says so
+        wait_for("the pool reports its failure", lambda: "error connecting in" in log.read_text(), 30, proc, log)
+        proxy.restore()
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    lines = parse(fmt, log.read_text())
+    pool = [f for f in lines if f.get("logger") == "psycopg.pool"]
+    assert pool, "the pool's message went through the same formatter"
+    assert {f["event"] for f in lines} >= {"worker.started", "worker.stopped"}
 
 
 def test_the_worker_logs_the_addresses_its_listeners_bound(db, worker_process):

@@ -50,10 +50,12 @@ def _dsn_for(admin_dsn: str, dbname: str) -> str:
 def _vidanim_log_handlers() -> Iterator[None]:
     """A CLI test configures logging onto its runner's stderr, closed when it ends: put back
     the handlers it found, so later tests do not log into a closed stream."""
-    logger = logging.getLogger("vidanim")
-    handlers, level = logger.handlers[:], logger.level
+    loggers = [logging.getLogger(), logging.getLogger("vidanim")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     yield
-    logger.handlers[:], logger.level = handlers, level
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+    logging.captureWarnings(False)
 
 
 @pytest.fixture(scope="session")

@@ -190,7 +190,7 @@ def test_a_worker_whose_every_provider_fails_refuses_to_start_in_one_line(env):
     env.setenv("VIDANIM_FAL_KEY", "wrong")
     env.setenv("VIDANIM_RUNWAY_API_SECRET", "wrong")
     result = runner.invoke(app, ["worker", "--until-idle"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1, "a refused configuration is a failure (1), not a usage error (2)"
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, "one clear line (the log has one event per check besides)"
     assert errors[0].startswith("error: every provider failed its check: provider fal: fal refused our account (401")

@@ -126,11 +126,10 @@ def worker(
 ) -> None:
     """Run the worker: lease jobs, drive fal.ai then Runway, store each video once. SIGTERM stops it cleanly."""
     import asyncio
-    import logging
 
     from vidanim import logs
-    from vidanim.doctor import provider_checks
     from vidanim.worker.assemble import ConfigurationError, assembled
+    from vidanim.worker.startup import ProvidersRefused, check_providers
 
     s = settings(database_url)
     if concurrency is not None:
@@ -146,26 +145,20 @@ def worker(
 
     async def run() -> None:
         async with assembled(s) as app_:
-            # The doctor's provider checks first: a worker no provider accepts would only
-            # make every job wait; it refuses to start and says why, in one line.
-            checks = await provider_checks(app_.providers)
-            for check in checks:
-                logs.log_event(
-                    logging.getLogger("vidanim.worker"),
-                    "worker.provider_check",
-                    logging.INFO if check.ok else logging.ERROR,
-                    check=check.name,
-                    ok=check.ok,
-                    detail=check.detail,
-                )
-            if not any(c.ok for c in checks):
-                raise ConfigurationError(
-                    "every provider failed its check: " + "; ".join(f"{c.name}: {c.detail}" for c in checks)
-                )
+            # A configuration no provider accepts refuses to start, in one line; an outage
+            # opens the breakers and the worker waits for their probe, as a running one would.
+            await check_providers(
+                app_.providers,
+                app_.worker.db,
+                worker_id=s.worker_id,
+                breaker_open_seconds=s.breaker_open_seconds,
+            )
             await app_.worker.run(until_idle=until_idle)
 
     try:
         asyncio.run(run())
+    except ProvidersRefused as exc:
+        raise fail(str(exc), 1) from None
     except ConfigurationError as exc:
         raise fail(str(exc), 2) from None
     except ListenError as exc:

@@ -4,9 +4,9 @@ Each check is cheap and changes nothing: a connection and catalog reads, an `inf
 request for an object that does not exist, one authenticated provider call that
 bills nothing (Runway's organization endpoint; for fal, the status of a made-up
 request, since fal documents no account endpoint for queue keys), and with fal
-webhooks on, a read of fal's public key set. The worker runs
-the provider checks when it starts, and refuses to start when every configured
-provider fails.
+webhooks on, a read of fal's public key set. The worker checks its providers when
+it starts (worker/startup.py): it refuses to start only when every configured
+provider refuses its configuration, and waits out an outage.
 """
 
 from __future__ import annotations

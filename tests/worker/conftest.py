@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -59,6 +60,27 @@ def make_settings(db, sim, storage_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def worker_env(db, sim, storage_dir) -> dict[str, str]:
+    """The environment of a `vidanim worker` process on the test database and the simulator."""
+    return {
+        **os.environ,
+        "VIDANIM_DATABASE_URL": db.dsn,
+        "VIDANIM_FAL_KEY": sim.fal_key,
+        "VIDANIM_FAL_QUEUE_URL": sim.base_url,
+        "VIDANIM_OUTPUT_DEV_HOSTS": sim.base_url.removeprefix("http://"),
+        "VIDANIM_FAL_POLL_SECONDS": "0.02",
+        "VIDANIM_RUNWAY_API_SECRET": sim.runway_secret,
+        "VIDANIM_RUNWAY_BASE_URL": sim.base_url,
+        "VIDANIM_RUNWAY_POLL_SECONDS": "0.02",
+        "VIDANIM_RUNWAY_ENFORCE_MIN_POLL": "false",
+        "VIDANIM_LOCAL_STORAGE_DIR": str(storage_dir),
+        "VIDANIM_LOCAL_STORAGE_SECRET": "test-local-signing-secret",
+        "VIDANIM_WORKER_IDLE_POLL_SECONDS": "0.05",
+        "VIDANIM_WORKER_CONCURRENCY": "40",
+        "VIDANIM_LOG_LEVEL": "WARNING",
+    }
 
 
 @pytest.fixture
@@ -166,4 +188,4 @@ def events(caplog):
     return collect
 
 
-__all__ = ["LocalStorage", "Users", "make_settings", "open_pool", "running"]
+__all__ = ["LocalStorage", "Users", "make_settings", "open_pool", "running", "worker_env"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -16,29 +15,9 @@ import psycopg
 from tests.db.helpers import service
 from tests.support.postgrest import as_user
 from tests.support.seed import set_limits
-from tests.worker.conftest import running
+from tests.worker.conftest import running, worker_env
 from vidanim.ports import free_port
 from vidanim.pricing import estimate_cost
-
-
-def worker_env(db, sim, storage_dir) -> dict[str, str]:
-    return {
-        **os.environ,
-        "VIDANIM_DATABASE_URL": db.dsn,
-        "VIDANIM_FAL_KEY": sim.fal_key,
-        "VIDANIM_FAL_QUEUE_URL": sim.base_url,
-        "VIDANIM_OUTPUT_DEV_HOSTS": sim.base_url.removeprefix("http://"),
-        "VIDANIM_FAL_POLL_SECONDS": "0.02",
-        "VIDANIM_RUNWAY_API_SECRET": sim.runway_secret,
-        "VIDANIM_RUNWAY_BASE_URL": sim.base_url,
-        "VIDANIM_RUNWAY_POLL_SECONDS": "0.02",
-        "VIDANIM_RUNWAY_ENFORCE_MIN_POLL": "false",
-        "VIDANIM_LOCAL_STORAGE_DIR": str(storage_dir),
-        "VIDANIM_LOCAL_STORAGE_SECRET": "test-local-signing-secret",
-        "VIDANIM_WORKER_IDLE_POLL_SECONDS": "0.05",
-        "VIDANIM_WORKER_CONCURRENCY": "40",
-        "VIDANIM_LOG_LEVEL": "WARNING",
-    }
 
 
 def test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap(users, db, sim, storage_dir, tmp_path):

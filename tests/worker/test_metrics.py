@@ -160,3 +160,40 @@ def test_the_queue_counts_read_no_ended_job_older_than_a_day(db, users):
         plan = "\n".join(r[0] for r in conn.execute("explain " + JOB_COUNTS).fetchall())
     assert "Seq Scan on video_jobs" not in plan, plan
     assert "video_jobs_ended_idx" in plan, plan
+
+
+async def test_during_a_database_outage_the_metrics_page_answers_at_once_with_the_last_values_marked_stale(
+    users, settings_for, db
+):
+    import time
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from tests.support.tcp_proxy import TcpProxy
+
+    user, path = users.user_with_image()
+    users.request(user, path)
+    target = conninfo_to_dict(db.dsn)
+    with TcpProxy(str(target["host"]), int(target["port"])) as proxy:
+        dsn = make_conninfo(db.dsn, host="127.0.0.1", port=proxy.port)
+        async with running(settings_for(database_url=dsn, operator_port=0, metrics_cache_seconds=0)) as app:
+            url = app.operator_url
+            before = await scrape(url)
+            assert value(before, "vidanim_jobs", status="queued") == 1
+            assert value(before, "vidanim_metrics_stale") == 0
+            proxy.freeze()  # the database accepts and never answers: paused, or its packets dropped
+            users.request(user, path)  # written directly: the worker cannot see it
+            for _ in range(2):  # the second scrape finds the first one's read still hanging
+                started = time.monotonic()
+                during = await scrape(url)
+                assert time.monotonic() - started < 5, "a scrape during the outage answered within 5 s"
+                assert value(during, "vidanim_jobs", status="queued") == 1, "the last values read"
+                assert value(during, "vidanim_metrics_stale") == 1
+                assert value(during, "vidanim_metrics_age_seconds") >= 2
+            proxy.thaw()
+            deadline = time.monotonic() + 30
+            while value(after := await scrape(url), "vidanim_metrics_stale") == 1:
+                assert time.monotonic() < deadline, "fresh values once the database answers again"
+                await asyncio.sleep(0.2)
+            assert value(after, "vidanim_jobs", status="queued") == 2
+            assert value(after, "vidanim_metrics_age_seconds") < 5

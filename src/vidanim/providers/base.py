@@ -100,6 +100,10 @@ class PermanentProviderError(ProviderError):
     """Repeating the call will not help; `message` is fit for the user."""
 
 
+# OperatorFault kinds that are the settings' fault: a refused key, a model the provider does not have.
+CONFIGURATION_KINDS = frozenset({"credentials", "model"})
+
+
 class OperatorFault(ProviderError):
     """Nothing the user did: the provider cannot take any job until an operator acts (or it recovers)."""
 
@@ -107,6 +111,12 @@ class OperatorFault(ProviderError):
         super().__init__(message, code=code, status_code=status_code)
         #: credentials | credits | model | outage
         self.kind = kind
+
+    @property
+    def configuration(self) -> bool:
+        """Whether the fault is in what the operator configured (the key, the model), not in the
+        account's state or the provider's health: only a restart with other settings mends it."""
+        return self.kind in CONFIGURATION_KINDS
 
 
 # What to change, appended to a provider's reason for refusing an image.

@@ -266,9 +266,9 @@ class FalProvider:
             await self._http.request("GET", f"{self._app_base()}/{uuid.uuid4()}/status")
         except PermanentProviderError as exc:
             if exc.status_code == 404:
-                return "key accepted (status of a made-up request: 404, nothing billed)"
+                return "fal accepted the key (status of a made-up request: 404, nothing billed)"
             raise
-        return "key accepted"
+        return "fal accepted the key"
 
     async def cancel(self, task_id: str) -> None:
         # ALREADY_COMPLETED / NOT_FOUND: nothing left to stop.

@@ -230,6 +230,8 @@ async def assembled(
     finally:
         for server in reversed(locals().get("servers", [])):
             await server.stop()
+        if "metrics" in locals():
+            await metrics.aclose()
         await http.aclose()
         if own_storage and "store" in locals():
             await store.aclose()

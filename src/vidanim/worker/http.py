@@ -257,9 +257,12 @@ class HttpServer:
         self, app: Starlette, host: str, port: int, limits: ListenerLimits | None = None, *, name: str = "http"
     ):
         self.limits = limits or ListenerLimits()
+        self.name = name
         self.sock = listening_socket(host, port, name)
         bound_host, bound_port = self.sock.getsockname()[:2]
-        self.url = f"http://{bound_host}:{bound_port}"
+        #: host:port as bound (port 0 resolved to the one the system chose)
+        self.address = f"{bound_host}:{bound_port}"
+        self.url = f"http://{self.address}"
         BoundedLogs.install()
         protocol = GuardedProtocol.bound(self.limits, name=name, url=self.url)
         config = uvicorn.Config(
@@ -285,6 +288,7 @@ class HttpServer:
             if self._task.done():
                 await self._task  # raises what stopped it
             await asyncio.sleep(0.01)
+        log_event(log, "http.listening", listener=self.name, address=self.address, url=self.url)
         return self.url
 
     async def stop(self) -> None:

@@ -8,11 +8,21 @@ queue depth, the oldest queued job's age, waiting jobs by reason, breaker states
 today's committed spend against the cap, leases held. That read is cached: a scrape
 within `cache_seconds` of the last read serves its values, and scrapes that arrive
 together wait for one read rather than each making their own.
+
+A scrape never waits for the database longer than `read_timeout` (2 s): the read
+runs as a task of its own, and a scrape that it outlasts (the database is down,
+paused, or unreachable with its packets dropped) serves the last values read, with
+`vidanim_metrics_stale` 1 and `vidanim_metrics_age_seconds` saying how old they are.
+The read itself gives up after `collect_timeout` (10 s), so the next scrape after
+the database's return starts a fresh one; one read runs at a time, however many
+scrapes wait on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import time
 from datetime import UTC, datetime
@@ -20,7 +30,11 @@ from typing import LiteralString
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from vidanim.logs import log_event
 from vidanim.worker.db import ServiceDatabase
+from vidanim.worker.log_limit import LogLimit
+
+log = logging.getLogger("vidanim.worker")
 
 # Active jobs through the claimable index; jobs ended in the last day through
 # video_jobs_ended_idx (0040). Neither part reads the history.
@@ -40,6 +54,10 @@ JOB_COUNTS: LiteralString = """
 """
 # Several scrapers (Prometheus replicas, an operator's curl) within this long share one read.
 DEFAULT_CACHE_SECONDS = 5.0
+# How long a scrape waits for the database before it serves the last values (Prometheus's
+# default scrape timeout is 10 s); and how long a read may take before it is given up.
+READ_TIMEOUT_SECONDS = 2.0
+COLLECT_TIMEOUT_SECONDS = 10.0
 STATUSES = ("queued", "processing", "completed", "failed", "canceled")
 BREAKER_STATES = ("closed", "open", "half_open")
 
@@ -51,13 +69,37 @@ class WorkerMetrics:
         registry: CollectorRegistry | None = None,
         *,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+        collect_timeout: float = COLLECT_TIMEOUT_SECONDS,
     ):
         self.providers = providers
         self.cache_seconds = cache_seconds
-        self._read_at: float | None = None  # monotonic time of the last database read
-        self._reading = asyncio.Lock()
+        self.read_timeout = read_timeout
+        self.collect_timeout = collect_timeout
+        self._created_at = time.monotonic()
+        self._read_at: float | None = None  # monotonic time of the last database read that completed
+        self._read_task: asyncio.Task[bool] | None = None  # the read under way, at most one
+        self._failures = LogLimit()
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.age = Gauge(
+            "vidanim_metrics_age_seconds",
+            "Seconds since the queue, breaker and spend gauges were last read from the database"
+            " (since the worker started, before the first read).",
+            registry=r,
+        )
+        self.age.set_function(self._age)
+        self.stale = Gauge(
+            "vidanim_metrics_stale",
+            "1 when this scrape serves older values because the database did not answer in time, else 0.",
+            registry=r,
+        )
+        self.read_failures = Counter(
+            "vidanim_metrics_read_failures_total",
+            "Reads of the shared state that failed or outlasted their timeout, by reason (error, timeout).",
+            ["reason"],
+            registry=r,
+        )
         self.provider_seconds = Histogram(
             "vidanim_provider_request_seconds",
             "Provider calls made by this worker, by provider, call and outcome.",
@@ -135,15 +177,52 @@ class WorkerMetrics:
     def _fresh(self) -> bool:
         return self._read_at is not None and time.monotonic() - self._read_at < self.cache_seconds
 
+    def _age(self) -> float:
+        return time.monotonic() - (self._read_at if self._read_at is not None else self._created_at)
+
     async def refresh(self, db: ServiceDatabase) -> None:
-        """Bring the shared gauges up to date: from the last read if it is recent, else one read."""
+        """Bring the shared gauges up to date: from the last read if it is recent, else one read,
+        waited for at most `read_timeout`; past that the last values stay, marked stale."""
         if self._fresh():
+            self.stale.set(0)
             return
-        async with self._reading:  # one read at a time; who waited for it finds it fresh
-            if self._fresh():
-                return
-            await self._read(db)
-            self._read_at = time.monotonic()
+        if self._read_task is None or self._read_task.done():
+            # one read at a time: whoever scrapes meanwhile waits for this one
+            self._read_task = asyncio.create_task(self._collect(db), name="metrics-read")
+        task = self._read_task
+        done, _ = await asyncio.wait({task}, timeout=self.read_timeout)
+        self.stale.set(0 if done and not task.cancelled() and task.result() else 1)
+
+    async def _collect(self, db: ServiceDatabase) -> bool:
+        """One read of the shared state; whether it completed (a failure keeps the last values)."""
+        try:
+            async with asyncio.timeout(self.collect_timeout):
+                await self._read(db)
+        except Exception as exc:  # the database is away: the last values stay, marked stale
+            reason = "timeout" if isinstance(exc, TimeoutError) else "error"
+            self.read_failures.labels(reason).inc()
+            if (quiet := self._failures.allow(reason)) is not None:
+                log_event(
+                    log,
+                    "metrics.read_failed",
+                    logging.WARNING,
+                    reason=reason,
+                    error=f"{type(exc).__name__}: {exc}" if reason == "error" else f"over {self.collect_timeout:g} s",
+                    age_seconds=round(self._age(), 1),
+                    suppressed=quiet,
+                )
+            return False
+        self._read_at = time.monotonic()
+        return True
+
+    async def aclose(self) -> None:
+        """Give up a read still under way (the worker is stopping)."""
+        task, self._read_task = self._read_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await task
 
     async def _read(self, db: ServiceDatabase) -> None:
         """Read the shared state from the database into the gauges."""

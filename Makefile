@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools test test-sql test-wheel-pg lint bench demo clean
+.PHONY: install tools test test-sql test-wheel-pg lint bench demo dev clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench: $(STAMP)
 ## make demo: image -> job -> provider simulator -> stored, playable MP4 (embedded everything)
 demo: $(STAMP)
 	$(BIN)/vidanim demo
+
+## make dev: a local stack to develop against (PostgreSQL with migrations and seed users, the simulator
+## rendering real videos, a worker with /metrics); prints the variables to paste; Ctrl-C stops it
+dev: $(STAMP)
+	$(BIN)/vidanim dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules

@@ -55,6 +55,27 @@ def test_closing_wakes_the_jobs_that_wait_for_providers(conn):
     assert again["id"] == job["id"]
 
 
+@pytest.mark.parametrize(("closed", "woken"), [("storage", "storage_unavailable"), ("fal", "providers_unavailable")])
+def test_closing_storages_breaker_wakes_the_jobs_waiting_for_storage_and_a_providers_only_its_own(conn, closed, woken):
+    user = create_user(conn)
+    set_limits(conn, user, None, 10)
+    waiting = {}
+    for reason in ("storage_unavailable", "providers_unavailable"):
+        job = request_job(conn, user, put_input_image(conn, user, f"{reason}.png"))
+        claim(conn, "w1")
+        service(conn, "select * from public.defer_video_job(%s, 'w1', 600, %s)", (job["id"], reason))
+        waiting[reason] = job["id"]
+    service(conn, OPEN, (closed, "credentials", "refused", 600))
+    assert service(conn, CLOSE, (closed,))[0]["closed"] is True
+    due = {
+        r[0]
+        for r in conn.execute(
+            "select waiting_reason from public.video_jobs where next_attempt_at <= now() and status = 'queued'"
+        )
+    }
+    assert due == {woken}
+
+
 def test_a_restart_makes_account_faults_due_for_a_probe_but_not_outages(conn):
     service(conn, OPEN, ("fal", "credentials", "401", 600))
     service(conn, OPEN, ("runway", "outage", "503", 600))

@@ -241,3 +241,45 @@ async def test_an_upload_that_keeps_failing_is_tried_exactly_delivery_attempts_t
     row = users.job(job["id"])
     assert (row["status"], row["waiting_reason"]) == ("processing", "storage_unavailable")
     assert len(sim.submissions) == 1
+
+
+async def test_a_refused_storage_key_opens_one_shared_breaker_one_alert_and_jobs_wait_without_asking_storage(
+    users, settings_for, sim, supabase, events
+):
+    jobs = []
+    for _ in range(4):
+        user, path = users.user_with_image()
+        jobs.append(users.request(user, path))
+    other = jwt.encode({"role": "service_role"}, "another-projects-jwt-secret-32-chars!", algorithm="HS256")
+    async with running(on_supabase(settings_for, supabase, other, storage_wait_seconds=30)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    rows = [users.job(j["id"]) for j in jobs]
+    assert {(r["status"], r["waiting_reason"], r["error_code"]) for r in rows} == {
+        ("queued", "storage_unavailable", None)
+    }
+    assert len(events("storage.breaker_opened")) == 1, "one alert, not one per job"
+
+    # Due again with the key still wrong: one probe asks Storage, the others wait without asking.
+    signs = len([r for r in supabase.requests if r.startswith("POST sign/")])
+    with users.db.connect() as conn:
+        conn.execute("update public.video_jobs set next_attempt_at = now()")
+    async with running(on_supabase(settings_for, supabase, other, storage_wait_seconds=30)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert len([r for r in supabase.requests if r.startswith("POST sign/")]) == signs + 1, "only the probe asked"
+    assert len(events("storage.breaker_opened")) == 1, "a failed probe raises no second alert"
+    assert {users.job(j["id"])["waiting_reason"] for j in jobs} == {"storage_unavailable"}
+    with users.db.connect() as conn:
+        state = conn.execute(
+            "select state, kind from vidanim_private.video_provider_breakers where provider = 'storage'"
+        ).fetchone()
+    assert state == ("open", "credentials")
+    assert sim.submissions == []
+
+    # the operator fixes the key; the restarted worker probes once, closes the breaker, runs every job
+    with users.db.connect() as conn:
+        conn.execute("update public.video_jobs set next_attempt_at = now()")
+    async with running(on_supabase(settings_for, supabase, supabase.service_key)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert {users.job(j["id"])["status"] for j in jobs} == {"completed"}
+    assert len(events("storage.breaker_closed")) == 1
+    assert len(sim.submissions) == 4

@@ -7,7 +7,8 @@ never writes a job's wait or failure itself, it goes through these methods, or
 answers a `Verdict` (`Wait`, `Fail`, `GiveUp`) that `_settle` applies:
 
     _wait / _defer     the job waits in queued for what is not its user's doing
-    _storage_fault     Storage refuses us or is down: the job waits, logged for an operator
+    _storage_fault     Storage refuses us or is down: the job waits, logged for an operator; a refused
+                       key opens Storage's breaker (`_storage_gate` / `_storage_answered` around it)
     _give_up           the providers could not take it: a retry later, or a failure
     _fail              the job fails, with a message written for its user (refund by trigger)
     _cancel            ask the provider to stop a task (best effort)
@@ -20,6 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -40,6 +42,8 @@ from vidanim.worker.backoff import backoff_delay
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.metrics import WorkerMetrics, outcome_of
 
+# Storage has a breaker of its own among the providers' (0023): a refused key is shared news.
+STORAGE_BREAKER = "storage"
 log = logging.getLogger("vidanim.worker")
 
 UNAVAILABLE = "The video providers are not available right now; the job will not be charged. Please try again later."
@@ -205,18 +209,43 @@ class Stage:
         """Storage is refusing us (our key, our bug) or is down: the job waits, nobody pays again.
 
         The job keeps its finished provider task and is due again later; its user sees
-        that it waits. 401/403 mean the worker's key; 415 means vidanim sent a type the
-        bucket does not take, a bug: both are logged as errors for an operator.
+        that it waits. 401/403 mean the worker's key: Storage's breaker opens, shared by
+        every worker, with one alert (`storage.breaker_opened`), and jobs wait without
+        asking Storage until one probe finds the key fixed. 415 means vidanim sent a type
+        the bucket does not take, a bug: logged as an error for an operator.
         """
+        delay = self.settings.storage_wait_seconds
         if exc.status in (401, 403):
             event, level, reason = "storage.refused", logging.ERROR, "Storage refused the worker's key"
+            previous, until = await self.db.open_breaker(STORAGE_BREAKER, "credentials", reason, max(delay, 1.0))
+            if previous == "closed":  # a failed probe keeps it open: no second alert
+                log_event(log, "storage.breaker_opened", logging.ERROR, **fields, code=exc.code, reason=str(exc))
+            delay = max((until - datetime.now(UTC)).total_seconds(), 0.0)
         elif exc.status == 415:
             event, level, reason = "storage.refused", logging.ERROR, "Storage refused the video's type: a vidanim bug"
         else:
             event, level, reason = "storage.unavailable", logging.WARNING, "Storage is not available"
-        delay = self.settings.storage_wait_seconds
         log_event(log, event, level, **fields, status=exc.status, code=exc.code, reason=reason, retry_in=delay)
         await self._defer(job, "storage_unavailable", delay)
+
+    async def _storage_gate(self, job: Job) -> bool | None:
+        """Whether this job may ask Storage now: False when Storage's breaker is closed, True when
+        it is open and this job is its one probe (close it with `_storage_answered` once Storage
+        answers), None when the job waits instead, without a request Storage would refuse again."""
+        breaker = (await self.db.breakers()).get(STORAGE_BREAKER)
+        if breaker is None or breaker.state == "closed":
+            return False
+        if await self.db.begin_probe(STORAGE_BREAKER, job.id, max(self.settings.storage_wait_seconds, 1.0)):
+            log_event(log, "storage.probe", **self._fields(job))
+            return True
+        left = (breaker.open_until - datetime.now(UTC)).total_seconds() if breaker.open_until else 0.0
+        await self._defer(job, "storage_unavailable", max(left, 1.0))
+        return None
+
+    async def _storage_answered(self, job: Job) -> None:
+        """The probe's request went through: Storage takes the worker's key again."""
+        if await self.db.close_breaker(STORAGE_BREAKER):
+            log_event(log, "storage.breaker_closed", **self._fields(job))
 
     async def _give_up(self, job: Job, errors: list[ProviderError]) -> None:
         transient = any(isinstance(e, TransientProviderError) for e in errors)

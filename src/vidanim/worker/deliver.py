@@ -55,11 +55,16 @@ class VideoDelivery(Stage):
         self, job: Job, provider: Provider, task_id: str, status: TaskStatus, control: JobControl
     ) -> None:
         fields = self._fields(job, provider=provider.name, task_id=task_id, path=f"{OUTPUT_BUCKET}/{job.output_path}")
+        probe = await self._storage_gate(job)
+        if probe is None:
+            return
         try:
             info = await self.storage.info(OUTPUT_BUCKET, job.output_path)
         except StorageError as exc:
             await self._storage_fault(job, exc, fields)
             return
+        if probe:
+            await self._storage_answered(job)
         if info is not None:
             log_event(log, "upload.skipped", **fields, reason="already stored", size=info.size)
         limit = await self.db.bucket_size_limit(OUTPUT_BUCKET)

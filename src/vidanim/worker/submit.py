@@ -65,6 +65,9 @@ class Submitter(Stage):
         if check.problem is not None:
             await self._fail(job, "input_changed", check.problem)
             return None
+        probe = await self._storage_gate(job)
+        if probe is None:
+            return None
         try:
             image = await self.storage.sign(INPUT_BUCKET, job.input_image_path, self.settings.input_url_expiry_seconds)
         except StorageError as exc:
@@ -73,6 +76,8 @@ class Submitter(Stage):
             else:  # Storage refusing our key, or down: not the user's doing, so the job waits
                 await self._storage_fault(job, exc, self._fields(job, path=f"{INPUT_BUCKET}/{job.input_image_path}"))
             return None
+        if probe:
+            await self._storage_answered(job)
         plan = await self.gate.plan(job)
         if isinstance(plan, Wait):
             await self._settle(job, plan)

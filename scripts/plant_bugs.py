@@ -7,13 +7,17 @@ A test that passes with its bug in place proves nothing. Each row below is one
 plausible one-line bug, the file it goes into, and the test that must catch it.
 The script edits the file, runs that test, restores the file (always), and prints
 one line per row: `caught` when the test failed, `MISSED` when it passed. Exit
-code 1 if any bug was missed. docs/testing.md explains the habit; add a row here
-when you add a test for a bug that once slipped through.
+code 1 if any bug was missed. A row whose line is not exactly once in its file, or
+that plants into an SQL function a later migration replaces (a bug nobody runs),
+stops the script with its number: move it to the live definition. docs/testing.md
+explains the habit; add a row here when you add a test for a bug that once slipped
+through.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -269,7 +273,7 @@ PLANTS = [
         "tests/worker/test_http.py::test_accepted_connections_send_without_waiting_for_the_clients_ack",
     ),
     Plant(
-        "the webhook endpoint accepts a fal-signed delivery at a URL vidanim did not issue",
+        "the webhook endpoint reads and verifies a delivery before it checks the URL's token",
         "src/vidanim/worker/http.py",
         '            if not known:\n                raise WebhookRefused(401, BAD_TOKEN, "bad_token")',
         '            if False:\n                raise WebhookRefused(401, BAD_TOKEN, "bad_token")',
@@ -845,12 +849,36 @@ PLANTS = [
 ]
 
 
+FUNCTION = re.compile(r"create or replace function ([\w.]+)\(")
+
+
+def superseded(plant: Plant) -> str | None:
+    """The later migration that replaces the SQL function this row plants into, if one does.
+
+    A bug planted in a definition a later migration replaces is never run: its test
+    passes for that reason alone, so the row must move to the live definition.
+    """
+    if not plant.path.startswith("supabase/migrations/"):
+        return None
+    source = (ROOT / plant.path).read_text()
+    before = [m.group(1) for m in FUNCTION.finditer(source, 0, source.find(plant.original))]
+    if not before:
+        return None  # not inside a function (a policy, a table)
+    name = Path(plant.path).name
+    for later in sorted((ROOT / "supabase/migrations").glob("*.sql")):
+        if later.name > name and before[-1] in FUNCTION.findall(later.read_text()):
+            return f"{before[-1]} is replaced by {later.name}"
+    return None
+
+
 def run(number: int, plant: Plant) -> bool:
     """Plant the bug, run its test, restore the file. True when the test caught the bug."""
     file = ROOT / plant.path
     source = file.read_text()
     if source.count(plant.original) != 1:
         raise SystemExit(f"{number}: the line to break is not exactly once in {plant.path}; update this script")
+    if (replaced := superseded(plant)) is not None:
+        raise SystemExit(f"{number}: {plant.path} is not the live definition ({replaced}); update this script")
     try:
         file.write_text(source.replace(plant.original, plant.planted))
         result = subprocess.run(

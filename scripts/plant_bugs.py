@@ -7,13 +7,17 @@ A test that passes with its bug in place proves nothing. Each row below is one
 plausible one-line bug, the file it goes into, and the test that must catch it.
 The script edits the file, runs that test, restores the file (always), and prints
 one line per row: `caught` when the test failed, `MISSED` when it passed. Exit
-code 1 if any bug was missed. docs/testing.md explains the habit; add a row here
-when you add a test for a bug that once slipped through.
+code 1 if any bug was missed. A row whose line is not exactly once in its file, or
+that plants into an SQL function a later migration replaces (a bug nobody runs),
+stops the script with its number: move it to the live definition. docs/testing.md
+explains the habit; add a row here when you add a test for a bug that once slipped
+through.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -145,8 +149,8 @@ PLANTS = [
     Plant(
         "storage cleanup trusts a DELETE's 200 and ignores the list of what it deleted",
         "src/vidanim/commands/storage.py",
-        "                if name in deleted:\n",
-        "                if True:\n",
+        "            unconfirmed = [name for name in batch if name not in deleted]\n",
+        "            unconfirmed = []\n",
         "tests/test_cli_ops.py::test_storage_cleanup_names_what_storage_did_not_delete_and_those_jobs_keep_their_video",
     ),
     Plant(
@@ -234,14 +238,14 @@ PLANTS = [
     ),
     Plant(
         "a duplicate delivery is handled as a new one",
-        "supabase/migrations/0031_provider_deliveries.sql",
+        "supabase/migrations/0034_delivery_trust.sql",
         "  on conflict (provider, request_id) do nothing;\n  if not found then",
         "  on conflict (provider, request_id) do nothing;\n  if false then",
         "tests/db/test_provider_deliveries.py::test_a_duplicate_delivery_is_counted_and_changes_nothing",
     ),
     Plant(
         "a recorded delivery wakes nobody in other workers (no NOTIFY)",
-        "supabase/migrations/0031_provider_deliveries.sql",
+        "supabase/migrations/0034_delivery_trust.sql",
         "    perform pg_notify('vidanim_deliveries', p_job_id::text);",
         "    null;",
         "tests/worker/test_webhooks.py::test_a_delivery_received_by_another_worker_wakes_the_worker_holding_the_job",
@@ -269,12 +273,11 @@ PLANTS = [
         "tests/worker/test_http.py::test_accepted_connections_send_without_waiting_for_the_clients_ack",
     ),
     Plant(
-        "the webhook endpoint accepts a fal-signed delivery at a URL vidanim did not issue",
+        "the webhook endpoint reads and verifies a delivery before it checks the URL's token",
         "src/vidanim/worker/http.py",
-        '            if not token_valid(hooks.token_secret, job_id, request.query_params.get("token")):',
-        "            if False:",
-        "tests/worker/test_webhooks.py::"
-        "test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_job_without_its_url_token",
+        '            if not known:\n                raise WebhookRefused(401, BAD_TOKEN, "bad_token")',
+        '            if False:\n                raise WebhookRefused(401, BAD_TOKEN, "bad_token")',
+        "tests/worker/test_webhooks.py::test_a_url_without_its_token_is_refused_before_its_body_or_signature_is_read",
     ),
     Plant(
         "a submission whose answer was lost gives its budget reservation back",
@@ -284,20 +287,19 @@ PLANTS = [
         "tests/worker/test_gate_budget.py::test_a_submission_whose_answer_was_lost_keeps_its_reservation",
     ),
     Plant(
-        "a finished video for a queued job without a task is not adopted (a second task is paid)",
-        "supabase/migrations/0031_provider_deliveries.sql",
-        " or p_status = 'OK') then",
-        ") then",
+        "an OK delivery alone adopts a queued job that never lost an answer (0034: anyone's fal account can sign one)",
+        "supabase/migrations/0034_delivery_trust.sql",
+        "        and v_job.provider = p_provider and v_job.provider_status = 'submission_uncertain' then",
+        "        and v_job.provider = p_provider then",
         "tests/db/test_provider_deliveries.py::"
-        "test_a_finished_video_for_a_queued_job_without_a_task_is_adopted_even_before_its_answer",
+        "test_an_ok_delivery_for_a_job_requeued_after_its_task_at_fal_failed_is_an_orphan",
     ),
     Plant(
         "the answer naming the task the job already adopted is refused (and its task canceled)",
         "supabase/migrations/0033_submissions_in_flight.sql",
         "    return 'held';",
         "    null;",
-        "tests/db/test_provider_deliveries.py::"
-        "test_a_finished_video_for_a_queued_job_without_a_task_is_adopted_even_before_its_answer",
+        "tests/db/test_provider_deliveries.py::test_an_answer_naming_the_task_the_job_already_holds_is_held_not_refused",
     ),
     Plant(
         "a lost answer is not counted as uncertain",
@@ -381,7 +383,7 @@ PLANTS = [
     Plant(
         "a webhook timestamp that is not a number is read as 0 (refused as stale, for the wrong reason)",
         "src/vidanim/webhooks/fal.py",
-        '            raise WebhookRefused(401, "the timestamp is not a number of seconds") from None',
+        '            raise WebhookRefused(401, "the timestamp is not a number of seconds", "bad_timestamp") from None',
         "            sent = 0",
         "tests/webhooks/test_fal.py::test_a_timestamp_that_is_not_whole_seconds_is_refused_even_when_signed",
     ),
@@ -443,9 +445,9 @@ PLANTS = [
     ),
     Plant(
         "adoption ignores which provider had the uncertain submission",
-        "supabase/migrations/0031_provider_deliveries.sql",
-        "and ((v_job.provider = p_provider and v_job.provider_status = 'submission_uncertain')",
-        "and ((v_job.provider_status = 'submission_uncertain')",
+        "supabase/migrations/0034_delivery_trust.sql",
+        "        and v_job.provider = p_provider and v_job.provider_status = 'submission_uncertain' then",
+        "        and v_job.provider_status = 'submission_uncertain' then",
         "tests/db/test_provider_deliveries.py::"
         "test_a_failed_request_at_fal_is_not_adopted_by_a_job_whose_lost_answer_was_runways",
     ),
@@ -488,8 +490,8 @@ PLANTS = [
     Plant(
         "of two announced due times the later sets the wake timer",
         "src/vidanim/worker/runner.py",
-        "self._wake_timer.when() > due",
-        "self._wake_timer.when() < due",
+        "loop.time() < timer.when() <= due:",
+        "loop.time() < timer.when() >= due:",
         "tests/worker/test_wakeups.py::test_of_two_announced_due_times_the_earlier_sets_the_wake_timer",
     ),
     Plant(
@@ -580,8 +582,9 @@ PLANTS = [
     Plant(
         "a missing bucket is read as a missing object",
         "src/vidanim/storage/supabase.py",
-        'if status == 404 and _code(response) in (None, "NoSuchKey", "not_found"):',
-        "if status == 404:",
+        'if status == 404 and _code(response) in (None, "NoSuchKey", "not_found"):\n'
+        "            await self._missing_or_hidden(bucket, path)\n            return None",
+        "if status == 404:\n            await self._missing_or_hidden(bucket, path)\n            return None",
         "tests/storage/test_supabase.py::test_a_missing_bucket_is_an_error_not_a_missing_object",
     ),
     Plant(
@@ -634,7 +637,241 @@ PLANTS = [
         "                    elif False:",
         "tests/worker/test_submit_local_faults.py",
     ),
+    # Rows 83 and later: a second mutant for each behaviour of rows 51-78 (a different line
+    # or a different way to break the same rule), and the bugs their tests then found.
+    Plant(
+        "an upload error forgets the size being sent, so any stored size counts as the whole video",
+        "src/vidanim/worker/transfer.py",
+        "                raise UploadFailed(exc, size) from exc",
+        "                raise UploadFailed(exc, None) from exc",
+        "tests/worker/test_deliver_storage_faults.py::"
+        "test_a_partly_stored_video_after_an_upload_error_is_removed_and_uploaded_again_whole",
+    ),
+    Plant(
+        "after an upload error, a stored object smaller than the video counts as the finished one",
+        "src/vidanim/worker/deliver.py",
+        "        if expected_size is None or info.size == expected_size:",
+        "        if expected_size is None or info.size <= expected_size:",
+        "tests/worker/test_deliver_storage_faults.py::"
+        "test_a_partly_stored_video_after_an_upload_error_is_removed_and_uploaded_again_whole",
+    ),
+    Plant(
+        "a release names a provider but takes the job's reservation at any provider",
+        "supabase/migrations/0036_job_internals_private.sql",
+        "   where f.job_id = p_job_id and f.provider = p_provider\n",
+        "   where f.job_id = p_job_id\n",
+        "tests/db/test_budget.py::test_a_release_gives_back_to_the_provider_it_was_reserved_at",
+    ),
+    Plant(
+        "a slot counts any lease, run out or not (0051)",
+        "supabase/migrations/0051_submission_pauses.sql",
+        "               and j.status = 'queued' and j.locked_until > now())",
+        "               and j.status = 'queued' and j.locked_until is not null)",
+        "tests/db/test_provider_breakers.py::"
+        "test_a_slot_held_by_a_job_whose_lease_expired_mid_submission_is_free_again",
+    ),
+    Plant(
+        "a job processing at another provider takes a slot of this provider's cap (0051)",
+        "supabase/migrations/0051_submission_pauses.sql",
+        "where j.id <> p_job_id and j.status = 'processing' and j.provider = p_provider)",
+        "where j.id <> p_job_id and j.status = 'processing')",
+        "tests/db/test_provider_breakers.py::test_jobs_at_another_provider_take_no_slot_of_this_providers_cap",
+    ),
+    Plant(
+        "a job submitting to another provider takes a slot of this provider's cap (0051)",
+        "supabase/migrations/0051_submission_pauses.sql",
+        "             where i.submitting_to = p_provider and i.job_id <> p_job_id\n",
+        "             where i.job_id <> p_job_id\n",
+        "tests/db/test_provider_breakers.py::test_jobs_at_another_provider_take_no_slot_of_this_providers_cap",
+    ),
+    Plant(
+        "the lease rule forgets the lease's end (holds_queued_job, 0030): reservations by an expired lease",
+        "supabase/migrations/0030_job_submissions.sql",
+        "p_job.locked_by = p_worker_id and p_job.locked_until > now(), false)",
+        "p_job.locked_by = p_worker_id, false)",
+        "tests/db/test_budget.py::test_a_reservation_by_the_holder_of_an_expired_lease_is_refused",
+    ),
+    Plant(
+        "the runner claims as many as worker_concurrency whatever already runs",
+        "src/vidanim/worker/runner.py",
+        "            free = self.settings.worker_concurrency - len(self._running)\n",
+        "            free = self.settings.worker_concurrency\n",
+        "tests/worker/test_runner.py::test_a_worker_runs_at_most_worker_concurrency_jobs_at_once_and_reaches_that_many",
+    ),
+    Plant(
+        "a half-open breaker is taken for a closed one: every job goes to the provider under probe",
+        "src/vidanim/worker/gate.py",
+        '            if breaker is None or breaker.state == "closed":',
+        '            if breaker is None or breaker.state != "open":',
+        "tests/worker/test_gate_breakers.py::"
+        "test_while_another_jobs_probe_is_in_flight_a_job_is_not_sent_to_that_provider",
+    ),
+    Plant(
+        "concurrent cold-start deliveries each fetch the key set (a forced refresh skips the check)",
+        "src/vidanim/webhooks/fal.py",
+        "            if self.fetched_at != stamp:\n",
+        "            if self.fetched_at != stamp and not force:\n",
+        "tests/webhooks/test_fal.py::test_concurrent_first_deliveries_fetch_the_key_set_once",
+    ),
+    Plant(
+        "deliveries that waited on another's refresh are refused (a rotated key: only the first verifies)",
+        "src/vidanim/webhooks/fal.py",
+        "                return True  # another caller refreshed while this one waited",
+        "                return False  # another caller refreshed while this one waited",
+        "tests/webhooks/test_fal.py::test_concurrent_deliveries_signed_with_a_rotated_key_all_verify_after_one_refresh",
+    ),
+    Plant(
+        "the attempt bound is off by one the other way (job_max_attempts - 1 submissions)",
+        "src/vidanim/worker/control.py",
+        "        if transient and job.attempts < self.settings.job_max_attempts:",
+        "        if transient and job.attempts + 1 < self.settings.job_max_attempts:",
+        "tests/worker/test_flows.py::test_a_job_whose_task_keeps_vanishing_is_submitted_exactly_job_max_attempts_times",
+    ),
+    Plant(
+        "`animate --wait` stops showing the queue place move (a change of place alone is not a change)",
+        "src/vidanim/client/client.py",
+        "                view.job.queue_position,\n",
+        "",
+        "tests/client/test_client.py::test_wait_reports_each_new_queue_place_under_the_same_provider_status",
+    ),
+    Plant(
+        "Runway's progress at 0 and at 1 is dropped (the boundaries of its fraction)",
+        "src/vidanim/providers/runway.py",
+        "isinstance(fraction, int | float) and 0 <= fraction <= 1 else None",
+        "isinstance(fraction, int | float) and 0 < fraction < 1 else None",
+        "tests/providers/test_runway.py::test_runways_progress_fraction_is_read_from_0_to_1_inclusive",
+    ),
+    Plant(
+        "/readyz counts a provider without a breaker row (never failed) as down",
+        "src/vidanim/worker/http.py",
+        'usable = [p for p in metrics.providers if p not in breakers or breakers[p].state != "open"]',
+        'usable = [p for p in metrics.providers if p in breakers and breakers[p].state != "open"]',
+        "tests/worker/test_metrics.py::test_waiting_jobs_and_open_breakers_show_and_readiness_follows_the_providers",
+    ),
+    Plant(
+        "the webhook route is not wired to the worker: a delivery it records wakes nobody without LISTEN",
+        "src/vidanim/worker/assemble.py",
+        "                worker.delivered,\n",
+        "                lambda _job: None,\n",
+        "tests/worker/test_webhooks.py::test_without_listen_a_delivery_this_worker_records_still_wakes_its_job",
+    ),
+    Plant(
+        "progress lands on a job a retry put back in the queue",
+        "supabase/migrations/0029_job_progress.sql",
+        "     and j.status = 'processing'\n",
+        "     and j.status in ('queued', 'processing')\n",
+        "tests/worker/test_follow_progress.py::test_progress_does_not_land_on_a_queued_job_even_from_its_lease_holder",
+    ),
+    Plant(
+        "an input replaced with one exactly at the limit fails at submission (0035)",
+        "supabase/migrations/0035_input_at_submission.sql",
+        "  if v_size is not null and v_limit is not null and v_size > v_limit then",
+        "  if v_size is not null and v_limit is not null and v_size >= v_limit then",
+        "tests/worker/test_flows.py::test_an_input_replaced_with_one_exactly_at_the_limit_is_still_submitted",
+    ),
+    Plant(
+        "an input replaced with one a byte over the limit is still submitted (0035)",
+        "supabase/migrations/0035_input_at_submission.sql",
+        "  if v_size is not null and v_limit is not null and v_size > v_limit then",
+        "  if v_size is not null and v_limit is not null and v_size > v_limit + 1 then",
+        "tests/worker/test_flows.py::test_an_input_replaced_beyond_the_limits_after_the_request_fails_once_refunded_unsent",
+    ),
+    Plant(
+        "the client holds an image to the provider's limit even when the bucket's is smaller",
+        "src/vidanim/images.py",
+        "    limit = min(rules.max_bytes, size_limit) if size_limit is not None else rules.max_bytes",
+        "    limit = max(rules.max_bytes, size_limit) if size_limit is not None else rules.max_bytes",
+        "tests/test_images.py::test_an_image_exactly_at_the_buckets_size_limit_is_accepted_and_one_byte_over_refused",
+    ),
+    Plant(
+        "one more than the largest documented seed is accepted",
+        "supabase/migrations/0025_video_options.sql",
+        "(v_value #>> '{}')::numeric > 4294967295 then",
+        "(v_value #>> '{}')::numeric > 4294967296 then",
+        "tests/db/test_request_video_animation.py::test_the_largest_documented_seed_is_accepted_and_one_more_refused",
+    ),
+    Plant(
+        "`budget show --days 7` shows 6 days",
+        "supabase/migrations/0024_daily_budget.sql",
+        "   where s.day > (now() at time zone 'utc')::date - p_days",
+        "   where s.day > (now() at time zone 'utc')::date - p_days + 1",
+        "tests/test_cli_ops.py::test_budget_show_days_7_lists_exactly_the_last_7_utc_days",
+    ),
+    Plant(
+        "a signed `anon` token is accepted as a user (anon listed with the user roles)",
+        "src/vidanim/client/postgres.py",
+        '    if claims.get("role") not in (None, "authenticated"):',
+        '    if claims.get("role") not in (None, "authenticated", "anon"):',
+        "tests/client/test_client.py::test_the_postgres_transport_refuses_a_signed_anon_token_as_a_user",
+    ),
+    Plant(
+        "doctor's bucket check fails only when a bucket is both missing and public",
+        "src/vidanim/doctor.py",
+        "            not missing and not public,\n",
+        "            not (missing and public),\n",
+        "tests/test_doctor.py::test_a_public_bucket_fails_the_bucket_check_itself_not_only_the_checklist",
+    ),
+    Plant(
+        "`jobs retry` accepts any job that is not completed (a queued or running one too)",
+        "src/vidanim/commands/jobs.py",
+        '    if old["status"] not in ("failed", "canceled"):',
+        '    if old["status"] == "completed":',
+        "tests/test_cli_ops.py::test_jobs_retry_makes_one_new_job_from_a_failed_one",
+    ),
+    Plant(
+        "`storage cleanup --dry-run --limit` lists the newest due videos, a run expires the oldest",
+        "src/vidanim/commands/storage.py",
+        "     order by completed_at limit %s\n",
+        "     order by completed_at desc limit %s\n",
+        "tests/test_cli_ops.py::test_storage_cleanup_dry_run_with_a_limit_lists_the_oldest_due_videos_as_a_run_expires",
+    ),
+    Plant(
+        "a missing bucket is read as a missing object (NoSuchBucket taken for NoSuchKey)",
+        "src/vidanim/storage/supabase.py",
+        'if status == 404 and _code(response) in (None, "NoSuchKey", "not_found"):\n'
+        "            await self._missing_or_hidden(bucket, path)\n            return None",
+        'if status == 404 and _code(response) in (None, "NoSuchKey", "not_found", "NoSuchBucket"):\n'
+        "            await self._missing_or_hidden(bucket, path)\n            return None",
+        "tests/storage/test_supabase.py::test_a_missing_bucket_is_an_error_not_a_missing_object",
+    ),
+    Plant(
+        "one download attempt more than DELIVERY_ATTEMPTS (an output URL that keeps failing)",
+        "src/vidanim/worker/deliver.py",
+        "                attempt += 1\n                if attempt >= DELIVERY_ATTEMPTS:\n",
+        "                attempt += 1\n                if attempt > DELIVERY_ATTEMPTS:\n",
+        "tests/worker/test_flows.py::"
+        "test_an_output_url_that_keeps_failing_is_fetched_exactly_delivery_attempts_times_then_waits",
+    ),
+    Plant(
+        "a wake timer that has fired blocks every later due time (a fired handle is not cancelled)",
+        "src/vidanim/worker/runner.py",
+        "        if timer is not None and not timer.cancelled() and loop.time() < timer.when() <= due:",
+        "        if timer is not None and not timer.cancelled() and timer.when() <= due:",
+        "tests/worker/test_wakeups.py::test_a_due_time_announced_after_the_wake_timer_fired_sets_a_new_timer",
+    ),
 ]
+
+
+FUNCTION = re.compile(r"create or replace function ([\w.]+)\(")
+
+
+def superseded(plant: Plant) -> str | None:
+    """The later migration that replaces the SQL function this row plants into, if one does.
+
+    A bug planted in a definition a later migration replaces is never run: its test
+    passes for that reason alone, so the row must move to the live definition.
+    """
+    if not plant.path.startswith("supabase/migrations/"):
+        return None
+    source = (ROOT / plant.path).read_text()
+    before = [m.group(1) for m in FUNCTION.finditer(source, 0, source.find(plant.original))]
+    if not before:
+        return None  # not inside a function (a policy, a table)
+    name = Path(plant.path).name
+    for later in sorted((ROOT / "supabase/migrations").glob("*.sql")):
+        if later.name > name and before[-1] in FUNCTION.findall(later.read_text()):
+            return f"{before[-1]} is replaced by {later.name}"
+    return None
 
 
 def run(number: int, plant: Plant) -> bool:
@@ -643,6 +880,8 @@ def run(number: int, plant: Plant) -> bool:
     source = file.read_text()
     if source.count(plant.original) != 1:
         raise SystemExit(f"{number}: the line to break is not exactly once in {plant.path}; update this script")
+    if (replaced := superseded(plant)) is not None:
+        raise SystemExit(f"{number}: {plant.path} is not the live definition ({replaced}); update this script")
     try:
         file.write_text(source.replace(plant.original, plant.planted))
         result = subprocess.run(

@@ -486,6 +486,20 @@ def test_storage_cleanup_dry_run_lists_exactly_the_videos_a_run_would_expire(env
     assert [j["id"] for j in real["jobs"]] == [str(due["id"])], "the dry run named what the run did"
 
 
+def test_storage_cleanup_dry_run_with_a_limit_lists_the_oldest_due_videos_as_a_run_expires(env, conn, tmp_path):
+    user = create_user(conn)
+    jobs = [request_job(conn, user, put_input_image(conn, user, f"{n}.png")) for n in "abc"]
+    for days, job in zip((40, 50, 60), jobs, strict=True):
+        _complete(conn, user, job["id"], tmp_path / "store")
+        _completed_ago(conn, job["id"], days * 24 * 60)
+    oldest = {str(jobs[1]["id"]), str(jobs[2]["id"])}
+    args = ("storage", "cleanup", "--older-than", "30d", "--limit", "2", "--json")
+    dry = json.loads(invoke(*args, "--dry-run").output)
+    assert {j["id"] for j in dry["jobs"]} == oldest, "the two oldest of the three due"
+    real = json.loads(invoke(*args).output)
+    assert {j["id"] for j in real["jobs"]} == oldest, "the dry run named what the run did"
+
+
 def test_jobs_retry_of_a_canceled_job_makes_a_new_job_and_of_a_completed_one_is_refused(env, conn, tmp_path):
     user = create_user(conn)
     canceled = request_job(conn, user, put_input_image(conn, user, "a.png"), prompt="again")

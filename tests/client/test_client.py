@@ -461,42 +461,65 @@ def complete_processing(conn, job) -> None:
     update_status(conn, job.id, "completed", output_video_path=path, worker_id="w")
 
 
-def test_wait_reports_each_new_progress_under_the_same_provider_status(make_client, conn, db):
-    """`animate --wait` shows Runway's progress move: a change of progress alone is a change."""
+def _seen_while_waiting(make_client, conn, db, provider_status: str, updates, field: str):
+    """`client.wait` on a processing job while a stand-in worker writes `updates` (progress, queue
+    place) one at a time under one provider status; the final view and each `field` value seen."""
     user = create_user(conn)
     client = make_client(user)
     job = client.request_animation(client.upload_image(PNG, name="a.png"))
     claim(conn, "w")
+    provider = "runway" if provider_status == "RUNNING" else "fal"
     update_status(
-        conn, job.id, "processing", provider="runway", provider_task_id="t", provider_status="RUNNING", worker_id="w"
+        conn,
+        job.id,
+        "processing",
+        provider=provider,
+        provider_task_id="t",
+        provider_status=provider_status,
+        worker_id="w",
     )
     seen: list[tuple[str, int | None]] = []
     changed = threading.Condition()
 
     def watch(view) -> None:
         with changed:
-            seen.append((view.status, view.job.progress))
+            seen.append((view.status, getattr(view.job, field)))
             changed.notify_all()
 
     def worker() -> None:
         with changed:  # the client has seen the job running, no progress yet
             changed.wait_for(lambda: bool(seen), timeout=5)
         with db.connect() as c:
-            for progress in (40, 60):
+            for progress, place in updates:
                 with as_service(c) as cur:
                     cur.execute(
-                        "select public.service_update_video_job_progress(%s, 'w', %s, null)", (job.id, progress)
+                        "select public.service_update_video_job_progress(%s, 'w', %s, %s)", (job.id, progress, place)
                     )
-                with changed:  # the client saw it (or 5 s went by: the assertion below says which)
-                    changed.wait_for(lambda p=progress: ("processing", p) in seen, timeout=5)
+                value = progress if field == "progress" else place
+                with changed:  # the client saw it (or 5 s went by: the caller's assertion says which)
+                    changed.wait_for(lambda v=value: ("processing", v) in seen, timeout=5)
             complete_processing(c, job)
 
     thread = threading.Thread(target=worker)
     thread.start()
-    view = client.wait(job.id, timeout=20, poll_seconds=0.05, on_change=watch)
+    view = client.wait(job.id, timeout=30, poll_seconds=0.05, on_change=watch)
     thread.join()
+    return view, [v for s, v in seen if s == "processing"]
+
+
+def test_wait_reports_each_new_progress_under_the_same_provider_status(make_client, conn, db):
+    """`animate --wait` shows Runway's progress move: a change of progress alone is a change."""
+    view, seen = _seen_while_waiting(make_client, conn, db, "RUNNING", [(40, None), (60, None)], "progress")
     assert view.status == "completed"
-    assert [p for s, p in seen if s == "processing"] == [None, 40, 60]
+    assert seen == [None, 40, 60]
+
+
+def test_wait_reports_each_new_queue_place_under_the_same_provider_status(make_client, conn, db):
+    """fal stays IN_QUEUE while its queue place counts down: a change of place alone is a change."""
+    updates = [(None, 3), (None, 2), (None, 1)]
+    view, seen = _seen_while_waiting(make_client, conn, db, "IN_QUEUE", updates, "queue_position")
+    assert view.status == "completed"
+    assert seen == [None, 3, 2, 1]
 
 
 def test_the_postgres_transport_refuses_a_signed_anon_token_as_a_user(db, conn):

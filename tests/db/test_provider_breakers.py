@@ -149,3 +149,17 @@ def test_a_slot_held_by_a_job_whose_lease_expired_mid_submission_is_free_again(c
     # w1 dies in the middle of its submission: its lease runs out, nobody claims the job yet
     conn.execute("update public.video_jobs set locked_until = now() - interval '1 s' where id = %s", (dead["id"],))
     assert service(conn, ACQUIRE, (alive["id"], "w2", "runway"))[0]["acquired"] is True, "a dead worker holds no slot"
+
+
+def test_jobs_at_another_provider_take_no_slot_of_this_providers_cap(conn):
+    user = create_user(conn)
+    set_limits(conn, user, 10, 10)
+    path = put_input_image(conn, user)
+    at_fal, to_fal, first, second = (request_job(conn, user, path) for _ in range(4))
+    claim(conn, "w1", limit=4)
+    service(conn, "select public.set_video_provider_limit('runway', 1)")
+    assert service(conn, ACQUIRE, (at_fal["id"], "w1", "fal"))[0]["acquired"] is True
+    update_status(conn, at_fal["id"], "processing", provider="fal", provider_task_id="t-fal", worker_id="w1")
+    assert service(conn, ACQUIRE, (to_fal["id"], "w1", "fal"))[0]["acquired"] is True  # submitting to fal now
+    assert service(conn, ACQUIRE, (first["id"], "w1", "runway"))[0]["acquired"] is True, "fal's two are not runway's"
+    assert service(conn, ACQUIRE, (second["id"], "w1", "runway"))[0]["acquired"] is False, "runway's one slot: taken"

@@ -143,6 +143,20 @@ def test_adoption_takes_the_job_from_a_worker_submitting_again_which_must_cancel
     assert counts == ("req-orphan", 2, 1)
 
 
+def test_an_answer_naming_the_task_the_job_already_holds_is_held_not_refused(conn):
+    """A late answer for the very task a delivery had the job adopt: nothing to cancel, counted once more."""
+    row, _ = job(conn)
+    claim(conn, "w1")
+    service(conn, UNCERTAIN, (row["id"], "w1", "fal", 600))
+    assert deliver(conn, row["id"], "req-late") == "adopted"
+    outcome = service(conn, SUBMITTED, (row["id"], "w1", "fal", "req-late", "IN_QUEUE"))[0]["outcome"]
+    assert outcome == "held", "the job's own task: 'refused' would make the worker cancel the job's video"
+    state = conn.execute(
+        "select status, provider_task_id, provider_submissions from public.video_jobs where id = %s", (row["id"],)
+    ).fetchone()
+    assert state == ("processing", "req-late", 2)
+
+
 def test_an_ok_delivery_for_a_queued_job_that_never_lost_an_answer_is_an_orphan(conn):
     """0034: an OK delivery alone proves nothing (another fal account can have one signed): no adoption."""
     row, _ = job(conn)
@@ -156,6 +170,17 @@ def test_an_ok_delivery_for_a_queued_job_that_never_lost_an_answer_is_an_orphan(
     assert outcome == "recorded", "w1's own answer still records its task: the race costs nothing"
     (got,) = service(conn, GET, (row["id"],))
     assert got["request_id"] == "req-fast", "and the delivery already recorded is read by its worker"
+
+
+def test_an_ok_delivery_for_a_job_requeued_after_its_task_at_fal_failed_is_an_orphan(conn):
+    """The job keeps provider = 'fal' when a retry puts it back in the queue, but it lost no answer there."""
+    job_id, _ = running_job(conn)
+    service(conn, "select public.schedule_video_job_retry(%s, 'w1', 60, 'x', 'x')", (job_id,))
+    assert deliver(conn, job_id, "req-other") == "orphan"
+    state = conn.execute(
+        "select status, provider, provider_task_id from public.video_jobs where id = %s", (job_id,)
+    ).fetchone()
+    assert state == ("queued", "fal", None), "nothing adopted"
 
 
 def test_a_fal_delivery_for_a_job_whose_answer_was_lost_at_runway_is_an_orphan(conn):

@@ -38,6 +38,15 @@ def test_polls_are_never_faster_than_runway_asks():
     assert API_VERSION == "2024-11-06"
 
 
+@pytest.mark.parametrize(
+    ("fraction", "progress"), [(0, 0), (0.0, 0), (0.5, 50), (1, 100), (1.0, 100), (-0.01, None), (1.01, None)]
+)
+async def test_runways_progress_fraction_is_read_from_0_to_1_inclusive(runway, sim, fraction, progress):
+    sim.fail_next("runway.status", 1, 200, body={"id": "t", "status": "RUNNING", "progress": fraction})
+    status = await runway.status("t")
+    assert (status.state, status.progress) == (TaskState.PROCESSING, progress)
+
+
 async def test_safety_failures_are_moderation_with_a_readable_message(runway, sim):
     sim.outcome_next("runway", "moderate")
     sub = await runway.submit("https://img.example/a.png", None, {})

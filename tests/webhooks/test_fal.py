@@ -231,6 +231,17 @@ async def test_a_rotated_key_is_learned_by_one_refresh(sim, verifier, clock):
     assert verifier.keys.fetches == 2
 
 
+async def test_concurrent_deliveries_signed_with_a_rotated_key_all_verify_after_one_refresh(sim, verifier, clock):
+    body = body_of()
+    await verifier.verify(signed(sim.webhooks.key, body), body)
+    sim.webhooks.key = Ed25519PrivateKey.generate()  # fal rotates its key
+    clock.now += verifier.keys.refresh_interval
+    deliveries = (verifier.verify(signed(sim.webhooks.key, body), body) for _ in range(10))
+    results = await asyncio.gather(*deliveries, return_exceptions=True)
+    assert [getattr(r, "status", r) for r in results] == ["OK"] * 10, "those that waited use the refreshed keys"
+    assert verifier.keys.fetches == 2, "one refresh for all ten"
+
+
 async def test_unknown_signatures_refresh_the_keys_at_most_once_a_minute(sim, verifier, clock):
     body = body_of()
     await verifier.verify(signed(sim.webhooks.key, body), body)

@@ -12,6 +12,7 @@ from tests.support import images
 from tests.support.postgrest import as_user
 from tests.worker.conftest import running
 from vidanim.worker.backoff import backoff_bounds
+from vidanim.worker.pipeline import DELIVERY_ATTEMPTS
 
 
 async def test_happy_path_on_fal_stores_the_video_once_and_completes(users, settings_for, sim, storage_dir):
@@ -210,6 +211,20 @@ async def test_an_expired_output_url_is_replaced_by_a_fresh_one(users, settings_
     assert users.job(job["id"])["status"] == "completed"
     assert [e["reason"] for e in events("upload.retry")] == ["output URL answered 403"]
     assert len(users.output_objects()) == 1
+
+
+async def test_an_output_url_that_keeps_failing_is_fetched_exactly_delivery_attempts_times_then_waits(
+    users, settings_for, sim, events
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.expire_urls_next(100)  # every URL a poll hands out is expired already
+    async with running(settings_for(providers="runway", storage_wait_seconds=30)) as app:
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 20)
+    assert len(events("upload.started")) == DELIVERY_ATTEMPTS == 4
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"]) == ("processing", "output_unavailable")
+    assert len(sim.submissions) == 1, "the made video is fetched again later, never paid for twice"
 
 
 async def test_a_deadline_cancels_the_task_and_fails_without_charge(users, settings_for, sim):

@@ -173,13 +173,19 @@ async def test_a_provider_cap_holds_across_every_worker_and_every_job_still_comp
     assert_each_paid_once(users, jobs, sim)
 
 
-async def test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe_alone(users, settings_for, db):
-    with db.connect() as conn:  # Runway is down and due for a probe; fal, first in order, is healthy
-        service(conn, "select * from public.open_video_provider_breaker('runway', 'outage', 'down', 600)")
+def due_for_a_probe(db, provider: str) -> None:
+    """The provider's breaker is open and its time is up: the next job that needs it probes it."""
+    with db.connect() as conn:
+        service(conn, "select * from public.open_video_provider_breaker(%s, 'outage', 'down', 600)", (provider,))
         conn.execute(
             "update vidanim_private.video_provider_breakers set open_until = now() - interval '1 s'"
-            " where provider = 'runway'"
+            " where provider = %s",
+            (provider,),
         )
+
+
+async def test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe_alone(users, settings_for, db):
+    due_for_a_probe(db, "runway")  # Runway is down and due for a probe; fal, first in order, is healthy
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(settings_for()) as app:
@@ -191,3 +197,16 @@ async def test_a_job_bound_for_a_healthy_provider_leaves_another_providers_probe
             "select state, probe_job_id from vidanim_private.video_provider_breakers where provider = 'runway'"
         ).fetchone()
     assert runway == ("open", None), "Runway's one probe slot is left for a job that needs Runway"
+
+
+async def test_while_another_jobs_probe_is_in_flight_a_job_is_not_sent_to_that_provider(users, settings_for, sim, db):
+    due_for_a_probe(db, "fal")
+    with db.connect() as conn:  # another job (another worker's) probes fal right now
+        assert service(conn, "select public.begin_video_provider_probe('fal', gen_random_uuid(), 60) as p")[0]["p"]
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers="fal")) as app:
+        await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 20)
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"]) == ("queued", "providers_unavailable")
+    assert sim.submissions == [], "one probe at a time: the job waits for its verdict"

@@ -194,3 +194,16 @@ async def test_of_two_announced_due_times_the_earlier_sets_the_wake_timer(db, si
         left = worker._wake_timer.when() - loop.time()
         assert 0 < left <= 5.0, f"due in 5 s and in 600 s: the timer is set for {left:.1f} s"
         worker._wake_timer.cancel()
+
+
+async def test_a_due_time_announced_after_the_wake_timer_fired_sets_a_new_timer(db, sim, storage_dir):
+    worker = Worker(settings=make_settings(db, sim, storage_dir), db=None, pipeline=None)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    worker._due_at(str(time.time() + 0.05))
+    await asyncio.wait_for(worker._wake.wait(), 5)  # the first job's timer fired and woke the worker
+    worker._wake.clear()
+    worker._due_at(str(time.time() + 5.0))  # the next job, due later
+    assert worker._wake_timer is not None
+    left = worker._wake_timer.when() - loop.time()
+    assert 4.0 < left <= 5.0, f"due in 5 s after the first timer fired: the timer is set for {left:.1f} s"
+    worker._wake_timer.cancel()

@@ -611,6 +611,17 @@ async def test_a_delivery_fal_signed_for_someone_elses_request_cannot_reach_a_jo
     assert (row["status"], row["provider_task_id"]) == ("queued", None), "nothing adopted"
 
 
+async def test_a_url_without_its_token_is_refused_before_its_body_or_signature_is_read(users, hooked):
+    """The token is one primary-key lookup: junk sent to a guessed URL costs no body read, no signature check."""
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(hooked()) as app, httpx.AsyncClient(timeout=5) as client:
+        answer = await client.post(f"{app.http_url}/webhooks/fal/{job['id']}", content=b"{}")  # unsigned too
+    assert answer.status_code == 401
+    assert "not a URL vidanim issued" in answer.json()["error"], "refused for its URL, not for its signature"
+    assert refusals(app, "bad_token") == 1
+
+
 async def test_without_listen_a_delivery_this_worker_records_still_wakes_its_job(users, hooked, sim):
     sim.queue_seconds, sim.run_seconds = 0.1, 0.1
     user, path = users.user_with_image()

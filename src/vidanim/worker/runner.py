@@ -245,10 +245,13 @@ class Worker:
         if delay > MAX_TIMER_SECONDS:
             return  # the periodic claim will find it
         due = loop.time() + delay
-        if self._wake_timer is None or self._wake_timer.when() > due or self._wake_timer.cancelled():
-            if self._wake_timer is not None:
-                self._wake_timer.cancel()
-            self._wake_timer = loop.call_at(due, self._wake.set)
+        timer = self._wake_timer
+        # A handle that has fired is not "cancelled": only one still to come can be the earlier.
+        if timer is not None and not timer.cancelled() and loop.time() < timer.when() <= due:
+            return
+        if timer is not None and timer.when() > due:
+            timer.cancel()
+        self._wake_timer = loop.call_at(due, self._wake.set)
 
     def _start(self, job: Job) -> None:
         control = JobControl()

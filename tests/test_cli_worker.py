@@ -107,3 +107,31 @@ def test_the_simulator_command_serves_both_providers_until_interrupted(tmp_path)
         if proc.stdout:
             proc.stdout.close()
     assert proc.returncode == 0
+
+
+def test_a_worker_whose_storage_key_storage_refuses_starts_and_says_so_in_one_line(env, db, tmp_path):
+    import jwt
+
+    from tests.support.fake_supabase_storage import FakeSupabaseStorage
+
+    users = Users(db, tmp_path / "store")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    other = jwt.encode({"role": "service_role"}, "another-projects-jwt-secret-32-chars!", algorithm="HS256")
+    with Simulator() as sim, FakeSupabaseStorage(db.dsn) as storage:
+        env.setenv("VIDANIM_DATABASE_URL", db.dsn)
+        env.setenv("VIDANIM_FAL_KEY", sim.fal_key)
+        env.setenv("VIDANIM_FAL_QUEUE_URL", sim.base_url)
+        env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
+        env.setenv("VIDANIM_SUPABASE_URL", storage.url)
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", other)
+        env.setenv("VIDANIM_WORKER_IDLE_POLL_SECONDS", "0.05")
+        result = runner.invoke(app, ["worker", "--until-idle"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "event=worker.storage_check" in line]
+    assert len(lines) == 1, result.output
+    assert "level=error" in lines[0]
+    assert "ok=False" in lines[0]
+    assert "AccessDenied" in lines[0]
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"]) == ("queued", "storage_unavailable")

@@ -161,7 +161,7 @@ def test_a_storage_key_that_is_not_the_service_roles_fails_in_one_line_naming_th
 
 async def test_a_storage_key_that_cannot_see_what_storage_objects_holds_fails(db, tmp_path):
     from tests.support.seed import put_object
-    from vidanim.doctor import _storage_check
+    from vidanim.doctor import storage_check
     from vidanim.settings import Settings
     from vidanim.storage.supabase import SupabaseStorage
     from vidanim.worker.db import open_pool
@@ -174,7 +174,7 @@ async def test_a_storage_key_that_cannot_see_what_storage_objects_holds_fails(db
         try:
             for key, ok in ((fake.anon_key, False), (fake.service_key, True)):
                 storage = SupabaseStorage(supabase_url=fake.url, service_role_key=key)
-                check = await _storage_check(settings, storage, pool)
+                check = await storage_check(settings, storage, pool)
                 await storage.aclose()
                 assert check.ok is ok, check.detail
                 if not ok:

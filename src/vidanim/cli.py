@@ -129,7 +129,7 @@ def worker(
 
     from vidanim import logs
     from vidanim.worker.assemble import ConfigurationError, assembled
-    from vidanim.worker.startup import ProvidersRefused, check_providers
+    from vidanim.worker.startup import ProvidersRefused, check_providers, check_storage
 
     s = settings(database_url)
     if concurrency is not None:
@@ -153,6 +153,7 @@ def worker(
                 worker_id=s.worker_id,
                 breaker_open_seconds=s.breaker_open_seconds,
             )
+            await check_storage(s, app_.storage, app_.pool)
             await app_.worker.run(until_idle=until_idle)
 
     try:

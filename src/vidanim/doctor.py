@@ -100,7 +100,7 @@ def _database_checks(dsn: str) -> list[Check]:
     return checks
 
 
-async def _storage_check(settings: Settings, storage: Any, pool: Any) -> Check:
+async def storage_check(settings: Settings, storage: Any, pool: Any) -> Check:
     """Storage answers the worker's key as the service role: `info` of an object that does not
     exist must be 'missing', and of one storage.objects holds must find it (a key that may not
     see it, such as the anon key, hears 'missing' for both)."""
@@ -162,7 +162,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         try:
             storage = build_storage(settings, pool)
             try:
-                checks.append(await _storage_check(settings, storage, pool))
+                checks.append(await storage_check(settings, storage, pool))
             finally:
                 await storage.aclose()
         except Exception as exc:  # a configuration error names itself

@@ -24,9 +24,14 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
 
 from vidanim.logs import log_event
 from vidanim.providers.base import LocalFault, OperatorFault, Provider, ProviderError, TransientProviderError
+from vidanim.settings import Settings
+from vidanim.storage.base import Storage
 from vidanim.worker.db import ServiceDatabase
 
 log = logging.getLogger("vidanim.worker")
@@ -130,3 +135,20 @@ async def _open_breaker(db: ServiceDatabase, h: ProviderHealth, kind: str, *, wo
 
 
 __all__ = ["CHECK_SECONDS", "ProviderHealth", "ProvidersRefused", "check_one", "check_providers"]
+
+
+async def check_storage(settings: Settings, storage: Storage, pool: AsyncConnectionPool[Any]) -> bool:
+    """The doctor's Storage check at start, in one log line. A failure does not stop the worker:
+    a refused key opens Storage's breaker at the first job, and jobs wait for the operator."""
+    from vidanim.doctor import storage_check
+
+    check = await storage_check(settings, storage, pool)
+    log_event(
+        log,
+        "worker.storage_check",
+        logging.INFO if check.ok else logging.ERROR,
+        check=check.name,
+        ok=check.ok,
+        detail=check.detail,
+    )
+    return bool(check.ok)

@@ -12,7 +12,7 @@ from tests.support import images
 from tests.support.postgrest import as_user
 from tests.worker.conftest import running
 from vidanim.worker.backoff import backoff_bounds
-from vidanim.worker.pipeline import DELIVERY_ATTEMPTS
+from vidanim.worker.deliver import DELIVERY_ATTEMPTS
 
 
 async def test_happy_path_on_fal_stores_the_video_once_and_completes(users, settings_for, sim, storage_dir):

@@ -104,3 +104,9 @@ def test_each_way_of_importing_the_simulator_is_found(tmp_path):
     (package / "fine.py").write_text("from vidanim import media\nimport vidanim.simulators_elsewhere\n")
     found = simulator_imports(package)
     assert sorted({line.split(":")[0] for line in found}) == sorted(planted), found
+
+
+def test_each_worker_module_holds_one_step_and_the_orchestrator_stays_small():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "worker").glob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 350} == {}, "split the module along the job's steps"
+    assert sizes["pipeline.py"] < 200, "the orchestrator reads as the job's state machine; logic lives in a stage"

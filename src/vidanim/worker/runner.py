@@ -1,11 +1,10 @@
 """The worker loop: claim, run many jobs at once, renew leases, stop cleanly.
 
-One asyncio process runs up to `worker_concurrency` jobs. It claims due jobs in
-batches, renews the leases of the jobs it runs every lease/5 seconds (a canceled
-job or a lost lease is signalled to that job), and on SIGTERM or SIGINT stops
-claiming, lets each job reach a safe point (a poll wait; never in the middle of a
-submission or an upload) within the grace period, and hands every lease back so
-another worker continues at once.
+One asyncio process runs up to `worker_concurrency` jobs, claimed in batches; the
+leases it holds are renewed every lease/5 s (a canceled job or a lost lease is
+signalled to its job). SIGTERM or SIGINT stops claiming, lets each job reach a safe
+point (a poll wait; never mid-submission or mid-upload) within the grace period, and
+hands every lease back so another worker continues at once.
 
 A BaseException that is not an Exception in a job (the process is dying) ends
 the worker at once without handing leases back: the leases then expire, as after

@@ -51,7 +51,8 @@ def simulator(
                 video_factory=factory,
             )
         )
-        typer.echo(f"simulator on {sim.base_url} ({'placeholder' if placeholder else 'rendered MP4'} videos)")
+        typer.echo(f"simulator on {sim.base_url}")
+        typer.echo(f"  {'placeholder' if placeholder else 'rendered MP4'} videos")
         typer.echo(f"  VIDANIM_FAL_QUEUE_URL={sim.base_url} VIDANIM_FAL_KEY={sim.fal_key}")
         typer.echo(f"  VIDANIM_RUNWAY_BASE_URL={sim.base_url} VIDANIM_RUNWAY_API_SECRET={sim.runway_secret}")
         try:

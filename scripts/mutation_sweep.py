@@ -112,6 +112,7 @@ MUTANTS = [
         "KeyKind.LEGACY_SERVICE_ROLE:\n        return\n",
         "KeyKind.LEGACY_SERVICE_ROLE or kind is KeyKind.LEGACY_ANON:\n        return\n",
         NEW_KEYS,
+        KEYS,
     ),
     m(
         "K3",
@@ -120,6 +121,7 @@ MUTANTS = [
         '    if role == "service_role":',
         '    if role in ("service_role", "authenticated"):',
         NEW_KEYS,
+        KEYS,
     ),
     m(
         "K4",
@@ -128,6 +130,7 @@ MUTANTS = [
         "    if kind is KeyKind.SECRET or kind is KeyKind.LEGACY_SERVICE_ROLE:\n        raise WrongKey(",
         "    if kind is KeyKind.SECRET:\n        raise WrongKey(",
         NEW_KEYS,
+        KEYS,
     ),
     # what storage.objects holds ---------------------------------------------------------------
     m(
@@ -522,6 +525,7 @@ MUTANTS = [
         "    root.setLevel(max(chosen, logging.WARNING))",
         "    root.setLevel(chosen)",
         LOGS,
+        LOG_FORMAT,
     ),
     m(
         "L2",
@@ -530,6 +534,7 @@ MUTANTS = [
         "c.isspace() or c in '=\"' or not c.isprintable()",
         "c.isspace() or c in '=' or not c.isprintable()",
         LOGS,
+        LOG_FORMAT,
     ),
     m(
         "L3",
@@ -546,6 +551,7 @@ MUTANTS = [
         '"event": getattr(record, "event", None) or redact(_message(record)),',
         '"event": getattr(record, "event", None) or _message(record),',
         LOGS,
+        LOG_FORMAT,
     ),
     m(
         "L5",
@@ -554,6 +560,7 @@ MUTANTS = [
         "    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _Handler)] + [handler]",
         "    root.handlers[:] = [*root.handlers, handler]",
         LOGS,
+        LOG_FORMAT,
     ),
     # the worker's stages ----------------------------------------------------------------------------
     m(
@@ -712,6 +719,7 @@ MUTANTS = [
         "j.status in ('queued', 'processing')",
         "j.status in ('queued')",
         CLI_ERRORS,
+        CLEANUP_SQL,
     ),
     m(
         "Q2",
@@ -720,6 +728,7 @@ MUTANTS = [
         "     and o.created_at < now() - p_older_than",
         "     and o.created_at <= now() - p_older_than",
         CLI_ERRORS,
+        CLEANUP_SQL,
     ),
     m(
         "Q3",
@@ -736,6 +745,7 @@ MUTANTS = [
         "p_limit not between 1 and 100000",
         "p_limit not between 0 and 100000",
         CLI_ERRORS,
+        CLEANUP_SQL,
     ),
     # the stand-ins ---------------------------------------------------------------------------------------
     m(
@@ -823,7 +833,7 @@ def run(mutant: Mutant) -> tuple[bool, str]:
         file.write_text(source)
     if result.returncode not in (0, 1):  # 1: a test failed; anything else: the run itself broke
         raise SystemExit(f"{mutant.id}: pytest could not run {mutant.tests}:\n{result.stdout[-3000:]}{result.stderr}")
-    failed = next((line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))), "")
+    failed = next((line for line in result.stdout.splitlines() if line.startswith(("FAILED tests", "ERROR tests"))), "")
     return result.returncode == 1, failed.split(" - ")[0].split("::")[-1]
 
 

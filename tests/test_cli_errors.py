@@ -11,11 +11,13 @@ import sys
 import time
 import uuid
 
+import httpx
 import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from tests.db.helpers import request_job
+from tests.support.fake_supabase_storage import FakeSupabaseStorage
 from tests.support.images import PNG
 from tests.support.seed import create_user, put_input_image
 from vidanim.cli import app
@@ -275,3 +277,36 @@ def test_storage_cleanup_removes_input_images_no_active_job_needs_after_the_ttl(
     assert not (store / names["refused"]).exists()
     assert (store / names["active"]).exists()
     assert active["status"] == "queued"
+
+
+def test_storage_cleanup_names_the_input_images_storage_did_not_delete_and_fails(env, conn, db):
+    user = create_user(conn)
+    with FakeSupabaseStorage(db.dsn) as storage:
+        names = [f"{user}/{n}.png" for n in "ab"]
+        for name in names:
+            stored = httpx.post(
+                f"{storage.url}/storage/v1/object/video-inputs/{name}",
+                content=PNG,
+                headers={"Authorization": f"Bearer {storage.service_key}", "Content-Type": "image/png"},
+            )
+            assert stored.status_code == 200, stored.text
+        conn.execute(
+            "update storage.objects set created_at = now() - interval '31 days' where name = any(%s)", (names,)
+        )
+        # A key that is not the service role's: Storage answers 200 [] and deletes nothing.
+        env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")
+        env.setenv("VIDANIM_SUPABASE_URL", storage.url)
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", storage.anon_key)
+        result = invoke("storage", "cleanup", "--older-than", "30d")
+        assert result.exit_code == 1, result.output
+        assert "removed 0 input image(s)" in result.output
+        assert "could not delete 2 input image(s): " in result.output
+        assert all(n in result.output for n in names)
+        assert "VIDANIM_SUPABASE_SERVICE_ROLE_KEY holds the legacy anon key" in result.output
+        assert len(storage.objects) == 2
+
+        env.setenv("VIDANIM_SUPABASE_SERVICE_ROLE_KEY", storage.service_key)
+        result = invoke("storage", "cleanup", "--older-than", "30d")
+        assert result.exit_code == 0, result.output
+        assert "removed 2 input image(s)" in result.output
+        assert storage.objects == {}

@@ -406,6 +406,13 @@ def test_budget_set_refusals_are_one_line(env, conn, args, code, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("days", "code"), [("0", 2), ("1", 0), ("366", 0), ("367", 2)])
+def test_budget_show_takes_1_to_366_days_and_refuses_either_side_as_a_usage_error(env, conn, days, code):
+    result = invoke("budget", "show", "--days", days)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("amount", "shown"), [("0.001", "$0.001"), ("0.01", "$0.01"), ("1234.5678", "$1,234.5678"), ("0", "$0.00")]
 )

@@ -361,3 +361,11 @@ async def test_an_object_neither_storage_nor_the_database_holds_is_missing_with_
     with pytest.raises(StorageError) as signing:
         await anon_with_catalog.sign("video-inputs", "u/none.png", 60)
     assert signing.value.status == 404
+
+
+async def test_an_object_of_the_same_name_in_another_bucket_leaves_a_missing_object_missing(anon_with_catalog, fake):
+    _put(fake, "video-outputs/u/same.mp4", b"\0" * 10)
+    assert await anon_with_catalog.info("video-inputs", "u/same.mp4") is None
+    with pytest.raises(StorageError) as signing:
+        await anon_with_catalog.sign("video-inputs", "u/same.mp4", 60)
+    assert signing.value.status == 404

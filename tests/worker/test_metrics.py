@@ -197,3 +197,40 @@ async def test_during_a_database_outage_the_metrics_page_answers_at_once_with_th
                 await asyncio.sleep(0.2)
             assert value(after, "vidanim_jobs", status="queued") == 2
             assert value(after, "vidanim_metrics_age_seconds") < 5
+
+
+class FailingDatabase(CountingDatabase):
+    """The worker's database, whose reads fail (as a refused connection does) while `failing` is set."""
+
+    failing = False
+
+    async def rows(self, query, params):
+        import psycopg
+
+        if self.failing:
+            raise psycopg.OperationalError("connection refused")
+        return await super().rows(query, params)
+
+
+async def test_a_read_that_fails_keeps_the_last_values_marked_stale_with_their_age_since_that_read(users, settings_for):
+    async with running(settings_for()) as app:
+        db = FailingDatabase(app.worker.db)
+        metrics = WorkerMetrics(["fal"], cache_seconds=3600)
+        sample = metrics.registry.get_sample_value
+        await asyncio.sleep(1.0)  # the worker has run a while before its first read
+        await metrics.refresh(db)
+        assert sample("vidanim_metrics_stale") == 0
+        metrics.cache_seconds = 0
+        db.failing = True
+        await metrics.refresh(db)
+        assert sample("vidanim_metrics_stale") == 1, "a failed read serves the last values, marked stale"
+        assert sample("vidanim_metrics_read_failures_total", {"reason": "error"}) == 1
+        assert sample("vidanim_metrics_age_seconds") < 1.0, "the age counts from the last good read, not the start"
+        metrics.cache_seconds = 3600  # the good read is recent enough to serve: its values are not stale
+        await metrics.refresh(db)
+        assert sample("vidanim_metrics_stale") == 0
+        db.failing = False
+        metrics.cache_seconds = 0
+        await metrics.refresh(db)
+        assert sample("vidanim_metrics_stale") == 0
+        assert db.reads == 2

@@ -147,3 +147,40 @@ async def test_every_key_refused_raises_before_any_breaker_opens(db, sim, settin
         with pytest.raises(ProvidersRefused, match="every provider failed its check"):
             await check_providers(app.providers, app.worker.db, worker_id=settings.worker_id, breaker_open_seconds=60)
     assert breaker_states(db) == {}
+
+
+class Checked:
+    """A provider whose check at start answers `fault` (or accepts the key)."""
+
+    def __init__(self, fault: Exception | None = None):
+        self.fault = fault
+
+    async def check_credentials(self) -> str:
+        if self.fault is not None:
+            raise self.fault
+        return "accepted the key"
+
+
+async def test_an_account_without_credits_at_every_provider_starts_the_worker_and_opens_their_breakers(
+    db, settings_for
+):
+    from vidanim.providers.base import OperatorFault
+
+    settings = settings_for()
+    providers = {name: Checked(OperatorFault(f"{name}: no credits", kind="credits")) for name in ("fal", "runway")}
+    async with running(settings) as app:
+        health = await check_providers(providers, app.worker.db, worker_id=settings.worker_id, breaker_open_seconds=60)
+    assert [h.configuration for h in health] == [False, False], "an account's state is no configuration fault"
+    assert breaker_states(db) == {"fal": ("open", "credits"), "runway": ("open", "credits")}
+
+
+async def test_a_check_failing_for_this_hosts_own_trouble_opens_no_breaker(db, settings_for):
+    from vidanim.providers.base import LocalFault
+
+    settings = settings_for()
+    providers = {"fal": Checked(LocalFault("fal: name does not resolve here")), "runway": Checked()}
+    async with running(settings) as app:
+        health = await check_providers(providers, app.worker.db, worker_id=settings.worker_id, breaker_open_seconds=60)
+    assert {h.name: h.breaker_kind for h in health} == {"fal": None, "runway": None}
+    assert not health[0].ok
+    assert breaker_states(db) == {}

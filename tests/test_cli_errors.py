@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import uuid
 
 import httpx
@@ -202,23 +202,32 @@ def test_ctrl_c_while_animate_waits_says_the_job_goes_on_and_how_to_follow_it(en
     user = create_user(conn)
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
-    child_env = {k: v for k, v in os.environ.items()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vidanim", "animate", str(image), "--user", str(user), "--wait"],
-        env=child_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    job = None
-    while time.monotonic() < deadline and job is None:
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidanim", "animate", str(image), "--user", str(user), "--wait"],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    watchdog = threading.Timer(120, proc.kill)  # a hung child fails the test instead of hanging it
+    watchdog.start()
+    try:
+        # it follows the job once it printed the job's first line (a loaded machine may take a while)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
         job = conn.execute("select id, status from public.video_jobs where user_id = %s", (user,)).fetchone()
-        time.sleep(0.1)
-    assert job is not None, proc.communicate(timeout=5)
-    time.sleep(0.5)  # it is following the job now
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+        assert job is not None, (first, errors.read_text())
+        assert first.startswith(f"job {job[0]} queued"), first
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    err = errors.read_text()
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert f"stopped following job {job[0]}; the job goes on (it is not canceled" in err

@@ -311,7 +311,7 @@ MUTANTS = [
         "typer.Option(min=0, max=366,",
         CLI_OPS + "::test_budget_set_refusals_are_one_line",
         CLI_OPS + "::test_budget_show_days_7_lists_exactly_the_last_7_utc_days",
-        CLI_ERRORS,
+        CLI_OPS + "::test_budget_show_takes_1_to_366_days_and_refuses_either_side_as_a_usage_error",
     ),
     m(
         "B3",
@@ -329,6 +329,7 @@ MUTANTS = [
         '    cap = stored["cap"] if stored else cap',
         "    stored = stored",
         CLI_OPS + "::test_budget_set_prints_the_cap_the_database_stored_without_hiding_fractions_of_a_cent",
+        CLI_OPS + "::test_budget_set_prints_the_cap_as_the_database_rounded_it_not_as_it_was_typed",
     ),
     m(
         "J1",

@@ -210,16 +210,20 @@ def test_ctrl_c_while_animate_waits_says_the_job_goes_on_and_how_to_follow_it(en
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            # a shell's background job ignores SIGINT, and a child inherits that: this one must hear Ctrl-C
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     watchdog = threading.Timer(120, proc.kill)  # a hung child fails the test instead of hanging it
     watchdog.start()
     try:
-        # it follows the job once it printed the job's first line (a loaded machine may take a while)
+        # it follows the job once it printed the request's line and then, from inside the wait, the
+        # job's first state (a loaded machine may take a while; a fixed sleep lost that race)
         assert proc.stdout is not None
-        first = proc.stdout.readline()
+        first, state = proc.stdout.readline(), proc.stdout.readline()
         job = conn.execute("select id, status from public.video_jobs where user_id = %s", (user,)).fetchone()
         assert job is not None, (first, errors.read_text())
         assert first.startswith(f"job {job[0]} queued"), first
+        assert state.strip() == "queued", state
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -319,3 +323,26 @@ def test_storage_cleanup_names_the_input_images_storage_did_not_delete_and_fails
         assert result.exit_code == 0, result.output
         assert "removed 2 input image(s)" in result.output
         assert storage.objects == {}
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2%zz@h/db", "postgresql://u:hunter2@[::1/db"])
+def test_a_database_url_libpq_cannot_parse_never_echoes_its_password(env, url):
+    line = one_line_error(invoke("jobs", "list", "--database-url", url), 2)
+    assert "hunter2" not in line
+    assert "not a valid URL" in line
+
+
+def test_storage_cleanup_with_storage_settings_it_cannot_use_is_a_usage_error_and_expires_nothing(env, conn):
+    user = create_user(conn)
+    job = request_job(conn, user, put_input_image(conn, user))
+    conn.execute(
+        "alter table public.video_jobs disable trigger video_jobs_enforce_transition;"
+        " update public.video_jobs set status = 'completed', completed_at = now() - interval '40 days',"
+        f" output_video_path = '{user}/{job['id']}.mp4' where id = '{job['id']}';"
+        " alter table public.video_jobs enable trigger video_jobs_enforce_transition"
+    )
+    env.setenv("VIDANIM_STORAGE_BACKEND", "supabase")  # and no VIDANIM_SUPABASE_URL
+    line = one_line_error(invoke("storage", "cleanup", "--older-than", "30d"), 2)
+    assert "VIDANIM_SUPABASE_URL" in line
+    expired = conn.execute("select output_expired_at from public.video_jobs where id = %s", (job["id"],)).fetchone()
+    assert expired == (None,), "a Storage that cannot be built deletes nothing, so no job is marked expired"

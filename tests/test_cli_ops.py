@@ -423,6 +423,13 @@ def test_budget_set_prints_the_cap_the_database_stored_without_hiding_fractions_
     assert invoke("budget", "show").output.startswith(f"daily cap: {shown}")
 
 
+@pytest.mark.parametrize(("amount", "shown"), [("0.00005", "$0.0001"), ("1.23456", "$1.2346")])
+def test_budget_set_prints_the_cap_as_the_database_rounded_it_not_as_it_was_typed(env, conn, amount, shown):
+    result = invoke("budget", "set", "--daily-usd", amount)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"daily cap: {shown}"
+
+
 def test_jobs_stats_counts_failures_and_durations_per_provider(env, conn):
     user = create_user(conn)
     set_limits(conn, user, 10, 10)

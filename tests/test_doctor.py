@@ -296,7 +296,7 @@ def test_a_public_bucket_fails_the_bucket_check_itself_not_only_the_checklist(en
 
 async def test_a_storage_key_that_cannot_see_an_input_image_storage_objects_holds_fails(db, tmp_path):
     from tests.support.seed import put_object
-    from vidanim.doctor import _storage_check
+    from vidanim.doctor import storage_check
     from vidanim.settings import Settings
     from vidanim.storage.supabase import SupabaseStorage
     from vidanim.worker.db import open_pool
@@ -308,7 +308,7 @@ async def test_a_storage_key_that_cannot_see_an_input_image_storage_objects_hold
         settings = Settings(_env_file=None, database_url=db.dsn, storage_backend="supabase")
         try:
             storage = SupabaseStorage(supabase_url=fake.url, service_role_key=fake.anon_key)
-            check = await _storage_check(settings, storage, pool)
+            check = await storage_check(settings, storage, pool)
             await storage.aclose()
         finally:
             await pool.close()

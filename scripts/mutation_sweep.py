@@ -590,12 +590,20 @@ MUTANTS = [
     ),
     m(
         "G4",
-        "a provider at its cap makes the job wait even when another refused it permanently",
+        "a refusal elsewhere fails the job while a provider that would take it is at its cap",
         GATE_PY,
-        "        if busy and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):",
-        "        if busy:",
+        "        if busy:\n",
+        "        if busy and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):\n",
         BREAKERS,
         BUDGET,
+    ),
+    m(
+        "G5",
+        "a provider at its cap is waited for even when its limits would not take the refused image",
+        SUBMIT_PY,
+        "                    busy[:] = [n for n in busy if n in accepting]",
+        "                    pass",
+        BREAKERS,
     ),
     m(
         "CT1",
@@ -801,7 +809,10 @@ MUTANTS = [
 ]
 
 # Survivors judged equivalent (docs/testing.md, "Mutation sweep of this wave", says why).
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "F3": "the loop checks the deadline again before its next sleep: a processing answer came from a poll"
+    " (fal's deliveries carry an ended request), and the poll set the next one a whole interval away",
+}
 
 
 def check(mutant: Mutant) -> str:

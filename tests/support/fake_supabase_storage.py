@@ -14,8 +14,8 @@ against vidanim's migrations; docs/storage.md lists each fact. In short:
   it: the next request on the connection hangs until the server drops the connection
   (after `stall_seconds`, about 62 s on the real server); from a few MB the refused
   request itself hangs that long and ends in a transport error, its answer lost.
-- `file_size_limit` is checked only against a Content-Length: a chunked body of any
-  size is stored.
+- `file_size_limit` (the bucket's, or the project's global limit when smaller) is
+  checked only against a Content-Length: a chunked body of any size is stored.
 - Object names must match `[A-Za-z0-9_/!.*'() &$=@;:+,?-]`, else `InvalidKey`.
 - `GET /object/info/{bucket}/{name}` accepts a missing or invalid JWT and runs as
   anon: a private bucket's object then reads as "Bucket not found" (404).
@@ -119,6 +119,9 @@ class FakeSupabaseStorage:
     requests: list[str] = field(default_factory=list)
     #: False when another server (a gateway stand-in) serves these routes
     listen: bool = True
+    #: the project's global file size limit (Storage's settings; 50 MB on the free plan, none
+    #: here): the smaller of it and the bucket's `file_size_limit` applies
+    file_size_limit: int | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -321,7 +324,9 @@ class StorageRoutes(BaseHTTPRequestHandler):
                     "415", "InvalidMimeType", "invalid_mime_type", f"mime type {content_type} is not supported"
                 )
             length = self.headers.get("Content-Length")
-            limit = bucket["file_size_limit"]
+            limit = min(
+                (n for n in (bucket["file_size_limit"], storage.file_size_limit) if n is not None), default=None
+            )
             if not multipart and limit is not None and length is not None and int(length) > limit:
                 raise Refused(
                     "413", "EntityTooLarge", "Payload too large", "The object exceeded the maximum allowed size"

@@ -54,6 +54,38 @@ async def test_a_video_over_the_output_buckets_limit_fails_its_job_once_within_s
     assert len(sim.submissions) == 1
 
 
+async def test_a_video_over_the_projects_global_limit_fails_its_job_at_storages_first_refusal(
+    users, settings_for, sim, db
+):
+    """No bucket limit for the worker to see: Storage's own 413 is the video's size, never a lost upload."""
+    with db.connect() as conn:
+        conn.execute("update storage.buckets set file_size_limit = null where id = 'video-outputs'")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    with FakeSupabaseStorage(db.dsn, stall_seconds=2.0, file_size_limit=sim.output_size - 1) as fake:
+        async with running(on_supabase(settings_for, fake, fake.service_key)) as app:
+            await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 10)
+        uploads = [r for r in fake.requests if r.startswith("POST video-outputs/")]
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "output_too_large"), row
+    assert row["error_message"] == f"The video is {human_size(sim.output_size)}, larger than this service stores."
+    assert len(uploads) == 1, "refused once, not retried as a lost upload"
+    assert users.output_objects() == []
+    assert users.usage(user) == 0, "refunded"
+
+
+async def test_a_video_exactly_at_the_projects_global_limit_is_stored(users, settings_for, sim, db):
+    with db.connect() as conn:
+        conn.execute("update storage.buckets set file_size_limit = null where id = 'video-outputs'")
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    with FakeSupabaseStorage(db.dsn, stall_seconds=2.0, file_size_limit=sim.output_size) as fake:
+        async with running(on_supabase(settings_for, fake, fake.service_key)) as app:
+            await asyncio.wait_for(app.worker.run(until_idle=True, install_signals=False), 10)
+    assert users.job(job["id"])["status"] == "completed"
+    assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
+
+
 async def test_a_wrong_service_key_fails_no_job_and_the_right_one_completes_each_with_one_payment(
     users, settings_for, sim, supabase, events
 ):

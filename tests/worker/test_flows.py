@@ -12,6 +12,7 @@ from tests.support import images
 from tests.support.postgrest import as_user
 from tests.worker.conftest import running
 from vidanim.worker.backoff import backoff_bounds
+from vidanim.worker.control import REFUSED
 from vidanim.worker.deliver import DELIVERY_ATTEMPTS
 
 
@@ -370,6 +371,24 @@ async def test_a_retried_jobs_message_is_written_for_its_user_and_the_providers_
     assert "key id" not in row["error_message"]
     assert row["error_message"].endswith("it will be tried again shortly.")
     assert "key id 1234" in users.internals(job["id"])["error_detail"]
+
+
+@pytest.mark.parametrize("providers", ["fal", "fal,runway"])
+async def test_a_refusal_fails_with_a_message_for_its_user_and_keeps_the_providers_words_for_the_operator(
+    users, settings_for, sim, providers
+):
+    words = "num_frames must be at most 121 (trace 77ab)"
+    sim.fail_next("fal.submit", 1, 400, body={"detail": words})
+    sim.fail_next("runway.submit", 1, 400, body={"error": words})
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers=providers)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "runway_400" if "runway" in providers else "fal_400")
+    assert row["error_message"] == REFUSED, "the providers' own words are not the user's"
+    assert "trace 77ab" in users.internals(job["id"])["error_detail"], "the operator has them"
+    assert users.usage(user) == 0
 
 
 async def test_a_job_whose_task_keeps_vanishing_is_submitted_exactly_job_max_attempts_times(users, settings_for, sim):

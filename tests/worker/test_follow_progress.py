@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import pytest
 from rich.console import Console
@@ -14,8 +15,24 @@ from tests.worker.conftest import running
 from vidanim.client.client import JobView
 from vidanim.commands.animate import LiveProgress, progress_line
 from vidanim.jobs import Job
+from vidanim.providers.fal import FalProvider
+from vidanim.providers.runway import RunwayProvider
+from vidanim.worker.follow import StatusFeed
 
 PROGRESS = "select public.service_update_video_job_progress(%s, %s, %s, %s) as changed"
+
+
+def recorded_progress_writes(app) -> list[tuple[int | None, int | None]]:
+    """The (progress, queue_position) pairs the worker writes, in order, each still written."""
+    writes: list[tuple[int | None, int | None]] = []
+    original = app.worker.pipeline.db.update_progress
+
+    async def counted(*args):
+        writes.append(args[2:])
+        return await original(*args)
+
+    app.worker.pipeline.db.update_progress = counted
+    return writes
 
 
 @pytest.mark.parametrize(("provider", "column"), [("runway", "progress"), ("fal", "queue_position")])
@@ -27,14 +44,7 @@ async def test_the_providers_progress_reaches_the_job_as_it_moves_and_no_faster_
     job = users.request(user, path)
     seen: list[int] = []
     async with running(settings_for(providers=provider)) as app:
-        writes = []
-        original = app.worker.pipeline.db.update_progress
-
-        async def counted(*args):
-            writes.append(args[2:])
-            return await original(*args)
-
-        app.worker.pipeline.db.update_progress = counted
+        writes = recorded_progress_writes(app)
         runner = asyncio.create_task(app.worker.run(until_idle=True, install_signals=False))
         while not runner.done():
             value = users.job(job["id"])[column]
@@ -47,6 +57,43 @@ async def test_the_providers_progress_reaches_the_job_as_it_moves_and_no_faster_
     assert seen == (sorted(seen) if column == "progress" else sorted(seen, reverse=True))
     assert 2 <= len(writes) <= 4, f"at most one write a second over 2.5 s: {writes}"
     assert len(users.timeline(job["id"])) <= 5, "progress does not grow the timeline"
+
+
+async def test_a_place_in_the_queue_seen_again_after_another_status_is_written_again(users, settings_for, sim):
+    """fal puts a request back in its queue (IN_PROGRESS, then IN_QUEUE at the same place): the status change
+    cleared the place (0032), so the same place is written again at once, not taken for one already shown."""
+    queued = {"status": "IN_QUEUE", "queue_position": 4}
+    sim.fail_next("fal.status", 1, 202, body=queued)
+    sim.fail_next("fal.status", 1, 202, body={"status": "IN_PROGRESS", "logs": []})
+    sim.fail_next("fal.status", 20, 202, body=queued)
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers="fal")) as app:
+        writes = recorded_progress_writes(app)
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert [s for s, _ in users.timeline(job["id"])].count("processing") >= 3
+    assert writes.count((None, 4)) == 2, f"before and after IN_PROGRESS: {writes}"
+
+
+@pytest.mark.parametrize("provider", ["fal", "runway"])
+async def test_polls_slow_down_to_twice_the_providers_interval_and_never_further(provider):
+    chosen = (
+        FalProvider(key="k", model="fal-ai/kling", poll_interval=1.0)
+        if provider == "fal"
+        else RunwayProvider(api_secret="s", poll_interval=1.0, enforce_min_interval=False)
+    )
+    try:
+        feed = StatusFeed(chosen, chosen.poll_interval)
+        gaps = []
+        for _ in range(12):
+            before = time.monotonic()
+            feed.answered()
+            gaps.append(round(feed.next_poll - before, 2))
+        assert gaps[:3] == [1.0, 1.25, 1.56], "the cadence grows by POLL_GROWTH"
+        assert max(gaps) == gaps[-1] == 2.0, f"reached, never passed: {gaps}"
+    finally:
+        await chosen.aclose()
 
 
 def test_progress_is_written_only_by_the_lease_holder_only_when_it_changes_and_in_bounds(conn):

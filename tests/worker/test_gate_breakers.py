@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 from tests.db.helpers import service
+from tests.support import images
 from tests.worker.conftest import running
 
 JOBS = 24
@@ -210,3 +211,46 @@ async def test_while_another_jobs_probe_is_in_flight_a_job_is_not_sent_to_that_p
     row = users.job(job["id"])
     assert (row["status"], row["waiting_reason"]) == ("queued", "providers_unavailable")
     assert sim.submissions == [], "one probe at a time: the job waits for its verdict"
+
+
+RUNWAY_REFUSES_IMAGE = {
+    "error": "Invalid input",
+    "issues": [{"path": ["promptImage"], "message": "Image aspect ratio is out of range"}],
+}
+
+
+@pytest.mark.parametrize("order", ["fal,runway", "runway,fal"])
+async def test_a_refusal_elsewhere_while_a_provider_that_takes_the_image_is_at_its_cap_waits_for_that_provider(
+    users, settings_for, sim, order
+):
+    user, path = users.user_with_image()  # 640x480: within fal's documented limits
+    job = users.request(user, path)
+    sim.fail_next("runway.submit", 2, 400, body=RUNWAY_REFUSES_IMAGE)
+    busy = {"providers": order, "provider_max_in_flight": {"fal": 0}, "provider_busy_wait_seconds": 0.2}
+    async with running(settings_for(**busy)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"], row["attempts"]) == ("queued", "provider_busy", 0), row
+    assert sim.requests["runway.submit"] == 1
+    await asyncio.sleep(0.3)  # due again
+    async with running(settings_for(**{**busy, "provider_max_in_flight": {"fal": 1}})) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider"]) == ("completed", "fal")
+    assert [s[0] for s in sim.submissions] == ["fal"], "paid once, where the image is taken"
+    assert users.usage(user) == 1
+
+
+async def test_a_refusal_elsewhere_while_a_provider_that_would_not_take_the_image_is_at_its_cap_fails_the_job(
+    users, settings_for, sim
+):
+    user, path = users.user_with_image(images.png(1300, 500))  # aspect 2.6: beyond fal's documented 2.5
+    job = users.request(user, path)
+    sim.fail_next("runway.submit", 1, 400, body=RUNWAY_REFUSES_IMAGE)
+    async with running(settings_for(providers="fal,runway", provider_max_in_flight={"fal": 0})) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "input_refused"), row
+    assert "(Image aspect ratio is out of range)" in row["error_message"]
+    assert sim.submissions == []
+    assert users.usage(user) == 0

@@ -29,7 +29,7 @@ from vidanim.worker.transfer import (
     TooLarge,
     UploadFailed,
     copy_video,
-    too_large,
+    human_size,
 )
 
 log = logging.getLogger("vidanim.worker")
@@ -93,8 +93,10 @@ class VideoDelivery(Stage):
                 return
             except UploadFailed as failed:
                 refusal = failed.error
-                if refusal.status == 413:  # the video itself: over a limit Storage enforces
-                    message = str(too_large(failed.expected_size, max_bytes)) if failed.expected_size else TOO_LARGE
+                if refusal.status == 413:  # the video itself: over a limit Storage enforces (the project's)
+                    message = TOO_LARGE
+                    if size := failed.expected_size:
+                        message = f"The video is {human_size(size)}, larger than this service stores."
                     await self._fail(job, "output_too_large", message, status.raw_status, task=(provider.name, task_id))
                     return
                 attempt += 1

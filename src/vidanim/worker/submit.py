@@ -137,11 +137,12 @@ class Submitter(Stage):
                     await self.gate.trip(job, name, exc.kind, exc.message)
                     break
                 except InputRefused as exc:
-                    # The image itself: another provider gets it only if its documented
-                    # limits take it; with none left, the gate's GiveUp fails the job with this message.
+                    # The image itself: another provider gets it (or is waited for, when at its
+                    # cap) only if its documented limits take it; with none left, the gate's
+                    # GiveUp fails the job with this message.
                     await self.gate.healthy(job, name, probing)
                     later = [n for n, _ in plan[index + 1 :]]
-                    accepting = await self._providers_accepting(job, image.url, later)
+                    accepting = await self._providers_accepting(job, image.url, later + busy)
                     log_event(
                         log,
                         "provider.input_refused",
@@ -149,6 +150,7 @@ class Submitter(Stage):
                         **self._fields(job, provider=name, reason=exc.reason, fallback=",".join(accepting) or None),
                     )
                     skip.update(set(later) - set(accepting))
+                    busy[:] = [n for n in busy if n in accepting]  # waited for only if it would take the image
                     errors.append(exc)
                     break
                 except PermanentProviderError as exc:

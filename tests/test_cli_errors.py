@@ -141,6 +141,17 @@ def test_animate_for_an_unknown_user_says_so_instead_of_a_foreign_key_error(env,
     assert line == "error: no such user: the id names no row of auth.users (check the user's id)"
 
 
+def test_quota_set_for_an_unknown_user_names_it_and_a_known_one_is_set(env, db):
+    unknown = uuid.uuid4()
+    line = one_line_error(invoke("quota", "set", str(unknown), "--daily", "5"), 1)
+    assert line == f"error: user {unknown} not found"
+    with db.connect() as conn:
+        known = create_user(conn)
+    result = invoke("quota", "set", str(known), "--daily", "5")
+    assert result.exit_code == 0, result.output
+    assert f"quota of {known}: daily 5" in result.output
+
+
 @pytest.fixture
 def taken_port():
     holder = socket.socket()

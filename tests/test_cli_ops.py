@@ -395,6 +395,8 @@ def test_budget_set_and_show(env, conn):
         (["--daily-usd", "-3"], 2, "daily cap must be between"),
         (["--daily-usd", "100000001"], 2, "daily cap must be between"),
         (["--daily-usd", "NaN"], 2, "must be an amount in USD"),
+        (["--daily-usd", "Infinity"], 2, "must be an amount in USD, not 'Infinity'"),
+        (["--daily-usd", "-inf"], 2, "must be an amount in USD, not '-inf'"),
         ([], 2, "--daily-usd AMOUNT or --unlimited"),
         (["--daily-usd", "5", "--unlimited"], 2, "--daily-usd AMOUNT or --unlimited"),
     ],

@@ -70,10 +70,6 @@ def handled() -> Iterator[None]:
         raise fail(f"cannot connect to the database: {str(exc).splitlines()[0]}") from None
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
         raise fail(NOT_MIGRATED) from None
-    except psycopg.errors.ForeignKeyViolation as exc:
-        if (exc.diag.constraint_name or "").endswith("user_id_fkey"):
-            raise fail(NO_SUCH_USER) from None
-        raise fail(exc.diag.message_primary or str(exc)) from None
     except psycopg.Error as exc:
         error = from_sqlstate(exc.sqlstate, exc.diag.message_primary or str(exc), hint=exc.diag.message_hint)
         raise fail(error.message) from None

@@ -705,10 +705,10 @@ MUTANTS = [
     ),
     m(
         "P1",
-        "a resumed job whose provider is not configured here crashes the task instead of failing the job",
+        "a resumed job whose provider is not configured here crashes the task instead of waiting",
         PIPELINE_PY,
-        "            if job.provider not in self.providers or not job.provider_task_id:",
-        "            if not job.provider_task_id:",
+        "            if job.provider not in self.providers:",
+        "            if False:",
         FLOWS,
         "tests/worker/test_crashes.py",
     ),

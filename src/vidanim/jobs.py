@@ -16,6 +16,7 @@ WAITING_REASONS = {
     "budget_reached": "Today's video budget is used up; your video starts when it is renewed.",
     "provider_busy": "The video providers are busy; your video starts in a moment.",
     "providers_unavailable": "The video providers are not available right now; your video starts as soon as they are.",
+    "provider_unconfigured": "Your video is being made; following it takes longer than usual.",
     "submission_uncertain": "The video provider did not confirm your request; we are checking before trying again.",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -117,18 +118,23 @@ async def test_a_lease_taken_over_during_a_long_poll_makes_the_worker_leave_the_
     assert sim.cancels == [], "the task now belongs to the other worker"
 
 
+async def stop_once_processing(app, users, job) -> None:
+    """Run the worker until the job is processing at its provider, then stop it (leases handed back)."""
+    runner = asyncio.create_task(app.worker.run(install_signals=False))
+    for _ in range(200):
+        if users.job(job["id"])["status"] == "processing":
+            break
+        await asyncio.sleep(0.02)
+    app.worker.stop()
+    await asyncio.wait_for(runner, 10)
+
+
 async def test_sigterm_hands_leases_back_so_another_worker_continues_at_once(users, settings_for, sim):
     sim.run_seconds = 1.0
     user, path = users.user_with_image()
     job = users.request(user, path)
     async with running(settings_for(worker_lease_seconds=300)) as app:
-        runner = asyncio.create_task(app.worker.run(install_signals=False))
-        for _ in range(200):
-            if users.job(job["id"])["status"] == "processing":
-                break
-            await asyncio.sleep(0.02)
-        app.worker.stop()
-        await asyncio.wait_for(runner, 10)
+        await stop_once_processing(app, users, job)
     row = users.job(job["id"])
     assert row["status"] == "processing"
     assert row["locked_by"] is None, "the lease was handed back"
@@ -136,6 +142,30 @@ async def test_sigterm_hands_leases_back_so_another_worker_continues_at_once(use
         await app.worker.run(until_idle=True, install_signals=False)
     assert users.job(job["id"])["status"] == "completed"
     assert len(sim.submissions) == 1
+
+
+@pytest.mark.parametrize("provider", ["runway", "fal"])
+async def test_a_task_at_a_provider_this_worker_has_no_key_for_waits_for_a_worker_that_has(
+    users, settings_for, sim, events, caplog, provider
+):
+    other = "fal" if provider == "runway" else "runway"
+    sim.run_seconds = 1.0
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers=provider, worker_lease_seconds=300)) as app:
+        await stop_once_processing(app, users, job)
+    async with running(settings_for(providers=other, breaker_open_seconds=0.5)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["provider"], row["waiting_reason"]) == ("processing", provider, "provider_unconfigured")
+    assert row["error_code"] is None, "the user's job does not fail for how a worker is configured"
+    (waiting,) = [r for r in caplog.records if getattr(r, "event", None) == "job.waiting"]
+    assert (waiting.levelno, waiting.fields["provider"]) == (logging.ERROR, provider), "the operator is told"
+    await asyncio.sleep(0.6)  # due again
+    async with running(settings_for(providers=provider)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    assert users.job(job["id"])["status"] == "completed"
+    assert len(sim.submissions) == 1, "the running task was followed, never paid for again"
 
 
 WORKER_SCRIPT = """

@@ -30,7 +30,7 @@ out of the line is an outcome the stage reaches through `control.Stage`:
       |                                     |-- bad or too large video ------> failed
       |                                     |-- Storage / output unavailable -> queued, due later (no new task)
       |                                     v
-      '-- provider not configured -----> failed          completed
+      '-- provider not configured here -> processing, due later   completed
 
 docs/worker.md ("Stages") maps the modules and where each rule lives.
 """
@@ -47,7 +47,7 @@ from vidanim.logs import log_event
 from vidanim.providers.base import Provider
 from vidanim.settings import Settings
 from vidanim.storage.base import Storage
-from vidanim.worker.control import UNAVAILABLE, JobControl, Stage, StageContext
+from vidanim.worker.control import JobControl, Stage, StageContext
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.deliver import VideoDelivery
 from vidanim.worker.follow import TaskFollower
@@ -97,8 +97,14 @@ class JobPipeline(Stage):
                 return
             provider, task_id, raw = self.providers[submission.provider], submission.task_id, submission.raw_status
         else:
-            if job.provider not in self.providers or not job.provider_task_id:
-                await self._fail(job, "provider_unconfigured", UNAVAILABLE)
+            assert job.provider_task_id is not None  # a processing job holds its task (0002's check)
+            if job.provider not in self.providers:
+                # Its task runs, paid, at a provider this worker has no key for (workers configured
+                # differently): leave it to one that has, and tell the operator.
+                held = {"provider": job.provider, "task_id": job.provider_task_id}
+                await self._wait(
+                    job, "provider_unconfigured", self.settings.breaker_open_seconds, logging.ERROR, **held
+                )
                 return
             provider, task_id, raw = self.providers[job.provider], job.provider_task_id, job.provider_status or ""
             log_event(log, "job.resumed", **self._fields(job, provider=provider.name, task_id=task_id))

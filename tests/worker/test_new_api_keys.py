@@ -12,7 +12,7 @@ from tests.client.test_client import SECRET, token_for
 from tests.support.fake_supabase_api import FakeSupabaseApi
 from tests.support.fake_supabase_gateway import FakeSupabaseGateway
 from tests.support.images import PNG
-from tests.support.seed import create_user
+from tests.support.seed import create_user, put_input_image
 from tests.worker.conftest import running
 from vidanim.client import SupabaseTransport, VidanimClient
 from vidanim.storage.supabase import SupabaseStorage
@@ -75,6 +75,19 @@ async def test_the_gateway_refuses_a_secret_key_as_a_bearer_token_and_from_a_bro
     )
     assert browser.status_code == 401
     assert browser.json()["message"] == "Forbidden use of secret API key in browser"
+
+
+async def test_the_gateway_takes_a_publishable_key_alone_as_anon_and_refuses_an_unknown_sb_key(gateway, db):
+    with db.connect() as conn:
+        path = put_input_image(conn, create_user(conn))
+    url = f"{gateway.url}/storage/v1/object/info/authenticated/video-inputs/{path}"
+    as_service = httpx.get(url, headers={"apikey": gateway.secret_key})
+    as_anon = httpx.get(url, headers={"apikey": gateway.publishable_key})
+    unknown = httpx.get(url, headers={"apikey": "sb_secret_" + "x" * 32})
+    assert as_service.status_code == 200, as_service.text
+    assert (as_anon.status_code, as_anon.json()["statusCode"]) == (400, "404"), "anon may not see a user's input"
+    assert (unknown.status_code, unknown.json()["message"]) == (401, "Invalid API key")
+    assert [r[2] for r in gateway.requests] == ["secret", "publishable", "secret"]
 
 
 async def test_supabase_storage_sends_a_secret_key_only_as_the_apikey(gateway, db):

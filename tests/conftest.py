@@ -8,7 +8,8 @@ TEMPLATE), so tests are independent and fast.
 
 Grant modes: `modern` (Supabase since 2026: nothing granted by default) and
 `legacy` (older projects: every new public object granted to anon, authenticated
-and service_role). Every test using `db` (every test that touches SQL) runs under both.
+and service_role). Every test using `db` (every test that touches SQL) runs under both,
+but for the scenarios only the service role acts in (tests/support/grant_modes.py).
 """
 
 from __future__ import annotations

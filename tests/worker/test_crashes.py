@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support.grant_modes import service_role_scenario
 from tests.worker.conftest import running
 from vidanim.storage.local import LocalStorage
 
@@ -245,6 +246,7 @@ async def test_sigkill_while_polling_then_a_second_worker_finishes_with_one_subm
     assert users.output_objects() == [f"{user}/{job['id']}.mp4"]
 
 
+@service_role_scenario
 @pytest.mark.slow
 async def test_four_workers_and_400_jobs_complete_each_exactly_once(users, settings_for, sim):
     sim.queue_seconds, sim.run_seconds = 0.02, 0.05

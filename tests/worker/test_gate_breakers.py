@@ -16,6 +16,7 @@ import pytest
 
 from tests.db.helpers import service
 from tests.support import images
+from tests.support.grant_modes import service_role_scenario
 from tests.worker.conftest import running
 
 JOBS = 24
@@ -75,6 +76,7 @@ FAULTS = {
 }
 
 
+@service_role_scenario
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_after_the_fix_runs_each_once(
     users, settings_for, sim, events, db, fault
@@ -107,6 +109,7 @@ async def test_an_account_fault_on_both_providers_fails_no_job_and_a_restart_aft
     assert len(closed) == len(set(closed)), "each breaker closed once, by one probe"
 
 
+@service_role_scenario
 async def test_an_outage_of_both_providers_waits_it_out_and_then_runs_each_job_once(users, settings_for, sim, events):
     sim.fail_next("fal.submit", 10**6, 503)
     sim.fail_next("runway.submit", 10**6, 502)
@@ -129,6 +132,7 @@ async def test_an_outage_of_both_providers_waits_it_out_and_then_runs_each_job_o
     assert_each_paid_once(users, jobs, sim)
 
 
+@service_role_scenario
 async def test_while_one_job_probes_a_half_open_provider_the_others_wait(users, settings_for, sim, events, db):
     sim.fail_next("fal.submit", 10**6, 401)
     jobs = queue_jobs(users, 8)
@@ -143,6 +147,7 @@ async def test_while_one_job_probes_a_half_open_provider_the_others_wait(users, 
     assert len(probes) == 1, "exactly one job probed"
 
 
+@service_role_scenario
 async def test_a_provider_cap_holds_across_every_worker_and_every_job_still_completes(users, settings_for, sim, db):
     sim.run_seconds = 0.3
     jobs = queue_jobs(users, 12)

@@ -13,6 +13,7 @@ from decimal import Decimal
 import psycopg
 
 from tests.db.helpers import service
+from tests.support.grant_modes import service_role_scenario
 from tests.support.postgrest import as_user
 from tests.support.seed import set_limits
 from tests.worker.conftest import running, worker_env
@@ -20,6 +21,7 @@ from vidanim.ports import free_port
 from vidanim.pricing import estimate_cost
 
 
+@service_role_scenario
 def test_four_worker_processes_and_500_jobs_never_commit_more_than_the_cap(users, db, sim, storage_dir, tmp_path):
     per_job = estimate_cost("fal", "fal-ai/kling-video/v2.1/standard/image-to-video", {})
     cap = per_job * 100

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.grant_modes import service_role_scenario
 from vidanim.ports import free_port
 
 ATTACK_CONNECTIONS = 1100
@@ -137,6 +138,7 @@ def breakers(db) -> list[tuple[str, str]]:
         return [tuple(r) for r in conn.execute("select provider, state from vidanim_private.video_provider_breakers")]
 
 
+@service_role_scenario
 @pytest.mark.slow
 @pytest.mark.parametrize("raise_limit", [True, False], ids=["limit_raised", "cap_alone"])
 def test_a_slow_loris_of_1100_connections_leaves_health_jobs_and_breakers_alone(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.db.helpers import service
+from tests.support.grant_modes import service_role_scenario
 from tests.worker.conftest import running, worker_env
 from vidanim.simulator import Simulator
 from vidanim.worker.startup import ProvidersRefused, check_providers
@@ -67,6 +68,7 @@ def breaker_states(db) -> dict[str, tuple[str, str | None]]:
     return {r["provider"]: (r["state"], r["kind"]) for r in rows}
 
 
+@service_role_scenario
 def test_a_worker_started_during_an_outage_of_both_providers_completes_every_job_once_it_ends(
     db, sim, users, worker_process
 ):

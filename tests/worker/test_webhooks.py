@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.support.grant_modes import service_role_scenario
 from tests.support.postgrest import as_user
 from tests.worker.conftest import running
 from tests.worker.test_crashes import WORKER_SCRIPT, DiesAfterUpload, ProcessDied
@@ -799,6 +800,7 @@ async def test_a_deeply_nested_signed_body_answers_400(users, hooked, sim, db):
     assert refusals(app, "too_deep") == 1
 
 
+@service_role_scenario
 async def test_a_flood_of_refused_deliveries_is_counted_and_logged_once_per_reason(users, hooked, sim, db, events):
     user, path = users.user_with_image()
     job = users.request(user, path)

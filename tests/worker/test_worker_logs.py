@@ -12,6 +12,7 @@ import httpx
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.support.grant_modes import service_role_scenario
 from tests.support.tcp_proxy import TcpProxy
 from tests.worker.test_startup import wait_for, worker_process
 
@@ -39,6 +40,7 @@ def parse(fmt: str, text: str) -> list[dict[str, str]]:
     return parsed
 
 
+@service_role_scenario
 @pytest.mark.parametrize("fmt", ["kv", "json"])
 def test_every_line_follows_the_chosen_format_the_pools_own_messages_included(db, worker_process, fmt):
     target = conninfo_to_dict(db.dsn)

@@ -26,7 +26,7 @@ def logging_state() -> Iterator[None]:
 
 def test_the_libraries_log_from_warning_up_while_vidanim_logs_at_the_chosen_level(logging_state, capsys):
     configure("json", "INFO")
-    # a logger nothing else configures (under pytest a plugin gives psycopg's a level of its own)
+    # a logger nothing else configures (psycopg sets its own to WARNING when it is imported)
     library = logging.getLogger("a_library.pool")
     assert library.getEffectiveLevel() == logging.WARNING, "the root's level decides"
     library.info("a library's chatter")

@@ -593,7 +593,7 @@ MUTANTS = [
         "G5",
         "a provider at its cap is waited for even when its limits would not take the refused image",
         SUBMIT_PY,
-        "                    busy[:] = [n for n in busy if n in accepting]",
+        "                    busy = [n for n in busy if n in accepting]",
         "                    pass",
         BREAKERS,
     ),

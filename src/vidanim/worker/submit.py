@@ -150,7 +150,7 @@ class Submitter(Stage):
                         **self._fields(job, provider=name, reason=exc.reason, fallback=",".join(accepting) or None),
                     )
                     skip.update(set(later) - set(accepting))
-                    busy[:] = [n for n in busy if n in accepting]  # waited for only if it would take the image
+                    busy = [n for n in busy if n in accepting]  # waited for only if it would take the image
                     errors.append(exc)
                     break
                 except PermanentProviderError as exc:

@@ -162,11 +162,26 @@ async def test_a_task_at_a_provider_this_worker_has_no_key_for_waits_for_a_worke
     assert row["error_code"] is None, "the user's job does not fail for how a worker is configured"
     (waiting,) = [r for r in caplog.records if getattr(r, "event", None) == "job.waiting"]
     assert (waiting.levelno, waiting.fields["provider"]) == (logging.ERROR, provider), "the operator is told"
-    await asyncio.sleep(0.6)  # due again
+    await asyncio.sleep(1.1)  # due again (a wait is at least a second)
     async with running(settings_for(providers=provider)) as app:
         await app.worker.run(until_idle=True, install_signals=False)
     assert users.job(job["id"])["status"] == "completed"
     assert len(sim.submissions) == 1, "the running task was followed, never paid for again"
+
+
+async def test_a_task_no_worker_has_a_key_for_fails_refunded_once_past_the_jobs_deadline(users, settings_for, sim):
+    sim.run_seconds = 30
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    async with running(settings_for(providers="runway", worker_lease_seconds=300)) as app:
+        await stop_once_processing(app, users, job)
+    await asyncio.sleep(0.6)
+    async with running(settings_for(providers="fal", job_deadline_seconds=0.5)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["error_code"]) == ("failed", "provider_unconfigured"), row
+    assert "runway" in users.internals(job["id"])["error_detail"]
+    assert users.usage(user) == 0, "refunded: it does not stay processing, holding the user's quota"
 
 
 WORKER_SCRIPT = """

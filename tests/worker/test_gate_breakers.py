@@ -259,3 +259,29 @@ async def test_a_refusal_elsewhere_while_a_provider_that_would_not_take_the_imag
     assert "(Image aspect ratio is out of range)" in row["error_message"]
     assert sim.submissions == []
     assert users.usage(user) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        ({"detail": "num_frames must be at most 121"}, ("queued", "provider_busy", None)),
+        (
+            {"detail": [{"loc": ["body", "image_url"], "msg": "nsfw", "type": "content_policy_violation"}]},
+            ("failed", None, "content_moderated"),
+        ),
+    ],
+    ids=["refused", "moderated"],
+)
+async def test_a_refusal_at_fal_while_runway_is_at_its_cap_waits_unless_the_content_was_refused_as_against_a_policy(
+    users, settings_for, sim, body, outcome
+):
+    user, path = users.user_with_image()
+    job = users.request(user, path)
+    sim.fail_next("fal.submit", 1, 422 if isinstance(body["detail"], list) else 400, body=body)
+    busy = {"providers": "fal,runway", "provider_max_in_flight": {"runway": 0}, "provider_busy_wait_seconds": 30}
+    async with running(settings_for(**busy)) as app:
+        await app.worker.run(until_idle=True, install_signals=False)
+    row = users.job(job["id"])
+    assert (row["status"], row["waiting_reason"], row["error_code"]) == outcome, row
+    assert sim.requests["fal.submit"] == 1, "moderated content is not sent again while it waits"
+    assert sim.submissions == []

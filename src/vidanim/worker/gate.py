@@ -214,9 +214,10 @@ class SubmissionGate(Stage):
     # after every provider was tried ------------------------------------------------------
     async def exhausted(self, errors: list[ProviderError], busy: list[str]) -> Verdict:
         """No provider of the plan took the job: what it is left to."""
-        if busy:
-            # A provider that could take the job is at its cap: look again shortly, whatever
-            # the others said (a refusal elsewhere is no answer from this one).
+        if busy and not any(e.code == "content_moderated" for e in errors):
+            # A provider that could take the job is at its cap: look again shortly (a refusal
+            # elsewhere is no answer from this one; content refused as against a policy is not
+            # sent again and again while it waits).
             return Wait("provider_busy", self.settings.provider_busy_wait_seconds)
         if errors and all(isinstance(e, OperatorFault | TransientProviderError) for e in errors):
             # No provider could take the job, and none of it was the request's fault.

@@ -38,6 +38,7 @@ docs/worker.md ("Stages") maps the modules and where each rule lives.
 from __future__ import annotations
 
 import logging
+import time
 
 import httpx
 
@@ -47,11 +48,11 @@ from vidanim.logs import log_event
 from vidanim.providers.base import Provider
 from vidanim.settings import Settings
 from vidanim.storage.base import Storage
-from vidanim.worker.control import JobControl, Stage, StageContext
+from vidanim.worker.control import UNAVAILABLE, JobControl, Stage, StageContext
 from vidanim.worker.db import ServiceDatabase
 from vidanim.worker.deliver import VideoDelivery
 from vidanim.worker.follow import TaskFollower
-from vidanim.worker.gate import SubmissionGate
+from vidanim.worker.gate import WAIT_FLOOR_SECONDS, SubmissionGate
 from vidanim.worker.metrics import WorkerMetrics
 from vidanim.worker.submit import Submitter
 
@@ -99,18 +100,26 @@ class JobPipeline(Stage):
         else:
             assert job.provider_task_id is not None  # a processing job holds its task (0002's check)
             if job.provider not in self.providers:
-                # Its task runs, paid, at a provider this worker has no key for (workers configured
-                # differently): leave it to one that has, and tell the operator.
-                held = {"provider": job.provider, "task_id": job.provider_task_id}
-                await self._wait(
-                    job, "provider_unconfigured", self.settings.breaker_open_seconds, logging.ERROR, **held
-                )
+                await self._unconfigured(job)
                 return
             provider, task_id, raw = self.providers[job.provider], job.provider_task_id, job.provider_status or ""
             log_event(log, "job.resumed", **self._fields(job, provider=provider.name, task_id=task_id))
         status = await self.following.follow(job, provider, task_id, raw, control, fresh=fresh)
         if status is not None:
             await self.delivery.deliver(job, provider, task_id, status, control)
+
+    async def _unconfigured(self, job: Job) -> None:
+        """Its task runs, paid, at a provider this worker has no key for (workers configured
+        differently): leave it to one that has, and tell the operator; past the job's deadline
+        no worker followed it in time, and it fails (refunded) rather than stay processing."""
+        started = job.started_at.timestamp() if job.started_at else time.time()
+        if time.time() > started + self.settings.job_deadline_seconds:
+            detail = f"no worker had a key for {job.provider} within the deadline"
+            await self._fail(job, "provider_unconfigured", UNAVAILABLE, detail=detail)
+            return
+        held = {"provider": job.provider, "task_id": job.provider_task_id}
+        delay = max(self.settings.breaker_open_seconds, WAIT_FLOOR_SECONDS)
+        await self._wait(job, "provider_unconfigured", delay, logging.ERROR, **held)
 
     async def cancel_orphan(self, provider_name: str, request_id: str, job_id: str) -> None:
         """A task no job holds (an uncertain submission's, reported by webhook): stop it."""
